@@ -1,0 +1,225 @@
+"""Typed run configs: dataclasses with help text, loaded from YAML and overridden from the command line.
+
+Every verb declares one dataclass (fields may be dataclasses themselves). The command line is read
+against it: `--batch-size 64`, `--batch-size=64`, `--train.lr=3e-5` (dotted paths reach nested
+fields), `--normalize` for a boolean. `--config run.yaml` loads a YAML file first; flags win over it.
+Unknown keys are rejected with the closest valid key, values are checked against the field's type,
+and the resolved config can be saved next to a run's outputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from bertkit.errors import BertkitError, suggest
+
+
+def option(default, help: str, choices: tuple | None = None):
+    """A config field with its help text (and, for closed choices, the allowed values)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default),
+                                 metadata={"help": help, "choices": choices})
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+def required(help: str):
+    return dataclasses.field(default=None, metadata={"help": help, "required": True})
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        f.type = hints[f.name]
+        out[f.name] = f
+    return out
+
+
+def _base_type(tp):
+    """`int | None` -> int; `list[int]` -> list."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])
+    return origin or tp
+
+
+def _coerce(value, tp, key: str, source: str):
+    base = _base_type(tp)
+    if value is None or dataclasses.is_dataclass(base):
+        return value
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if base is list:
+            (item,) = typing.get_args(_strip_optional(tp)) or (str,)
+            items = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
+            return [_coerce(v, item, key, source) for v in items]
+        if base is float and isinstance(value, str):
+            return float(value)
+        if base in (int, float, str):
+            if base is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return base(value)
+    except (TypeError, ValueError):
+        raise BertkitError(f"{source}: `{key}` must be {_type_name(tp)}, got {value!r}") from None
+    return value
+
+
+def _strip_optional(tp):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0]
+    return tp
+
+
+def _type_name(tp) -> str:
+    base = _base_type(tp)
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            list: "a comma-separated list"}.get(base, str(tp))
+
+
+def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise BertkitError(f"{source}: `{prefix.rstrip('.') or 'config'}` must be a mapping, got {data!r}")
+    fields = _fields(cls)
+    kwargs = {}
+    for key, value in data.items():
+        norm = key.replace("-", "_")
+        if norm not in fields:
+            raise BertkitError(f"{source}: unknown key `{prefix}{key}`{suggest(norm, fields)}; "
+                               f"valid keys here: {', '.join(fields)}")
+        f = fields[norm]
+        base = _base_type(f.type)
+        if dataclasses.is_dataclass(base):
+            kwargs[norm] = from_dict(base, value or {}, source, prefix + norm + ".")
+        else:
+            value = _coerce(value, f.type, prefix + norm, source)
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise BertkitError(f"{source}: `{prefix}{norm}` is {value!r}{suggest(str(value), choices)}; "
+                                   f"choose one of: {', '.join(map(str, choices))}")
+            kwargs[norm] = value
+    obj = cls(**kwargs)
+    for name, f in fields.items():
+        if f.metadata.get("required") and getattr(obj, name) is None:
+            raise BertkitError(f"{source}: `--{prefix}{name.replace('_', '-')}` is required: {f.metadata['help']}")
+    return obj
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def save(obj, path: str | Path) -> None:
+    from bertkit.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(obj), sort_keys=False, allow_unicode=True))
+
+
+def _merge(base: dict, path: list[str], value) -> None:
+    for part in path[:-1]:
+        base = base.setdefault(part, {})
+    base[path[-1]] = value
+
+
+def _field_at(cls, path: list[str]):
+    """The field a dotted path names, or None when some part is unknown (reported later by from_dict)."""
+    f = None
+    for part in path:
+        fields = _fields(cls) if dataclasses.is_dataclass(cls) else {}
+        f = fields.get(part)
+        if f is None:
+            return None
+        cls = _base_type(f.type)
+    return f
+
+
+def parse_args(cls, argv: list[str], prog: str, positional: str | None = None):
+    """Read `argv` against dataclass `cls`: `--config FILE` first, then `--a.b=value` overrides.
+
+    `positional` names a field that bare words fill (e.g. `bertkit fetch NAME...`).
+    """
+    if "-h" in argv or "--help" in argv:
+        print(help_text(cls, prog))
+        raise SystemExit(0)
+    data: dict = {}
+    flags: dict = {}
+    words: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("--"):
+            words.append(arg)
+            continue
+        key, has_value, value = arg[2:].partition("=")
+        path = key.replace("-", "_").split(".")
+        f = _field_at(cls, path)
+        if not has_value:
+            if f is not None and _base_type(f.type) is bool:
+                value = "true"
+            elif key.startswith("no-") and _field_at(cls, key[3:].replace("-", "_").split(".")) is not None:
+                path, value = key[3:].replace("-", "_").split("."), "false"
+            elif i < len(argv):
+                value, i = argv[i], i + 1
+            else:
+                raise BertkitError(f"{prog}: `--{key}` needs a value")
+        if path == ["config"]:
+            data = _read_yaml(value)
+        else:
+            _merge(flags, path, value)
+    if words:
+        if positional is None:
+            raise BertkitError(f"{prog}: unexpected argument `{words[0]}` (options start with --; see --help)")
+        _merge(flags, [positional], words if _base_type(_fields(cls)[positional].type) is list else words[0])
+    return from_dict(cls, _deep_merge(data, flags), source=prog)
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise BertkitError(f"config file {p} not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise BertkitError(f"{p} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise BertkitError(f"{p} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def help_text(cls, prog: str, prefix: str = "") -> str:
+    lines = [f"usage: {prog} [--config FILE.yaml] [--key=value ...]", ""] if not prefix else []
+    for name, f in _fields(cls).items():
+        base = _base_type(f.type)
+        flag = "--" + prefix + name.replace("_", "-")
+        if dataclasses.is_dataclass(base):
+            lines.append(f"{flag}.*: {f.metadata.get('help', '')}")
+            lines.append(help_text(base, prog, prefix + name + "."))
+            continue
+        default = "required" if f.metadata.get("required") else f"default {f.default!r}" \
+            if f.default is not dataclasses.MISSING else f"default {f.default_factory()!r}"
+        choices = f.metadata.get("choices")
+        extra = f"; one of {', '.join(map(str, choices))}" if choices else ""
+        lines.append(f"  {flag:<24} {f.metadata.get('help', '')} ({default}{extra})")
+    return "\n".join(lines)
