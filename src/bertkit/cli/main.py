@@ -1,0 +1,38 @@
+"""`bertkit VERB ...`: one module per verb under bertkit/cli, each thin over library functions."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from bertkit.errors import BertkitError, suggest
+
+VERBS = {
+    "fetch": "download, verify and unpack a real model or data set into the cache",
+    "encode": "sentence vectors for a file of texts (.npy)",
+}
+
+USAGE = "usage: bertkit VERB [options]   (bertkit VERB --help for a verb's options)\n\nverbs:\n" + \
+    "\n".join(f"  {verb:<10} {text}" for verb, text in VERBS.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="bertkit: %(message)s", stream=sys.stderr)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"bertkit: unknown verb `{verb}`{suggest(verb, VERBS)}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"bertkit.cli.{verb}")
+    try:
+        return module.main(rest) or 0
+    except BertkitError as e:
+        print(f"bertkit {verb}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

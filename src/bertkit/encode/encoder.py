@@ -1,0 +1,145 @@
+"""Sentence vectors from a BERT: batched, length-sorted, pooled (bert-as-service's job).
+
+Texts are tokenized in one parallel call, sorted by length so that each batch pads only a few
+tokens, run without autograd, pooled, optionally L2-normalised, and put back in input order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bertkit.checkpoint import load_model
+from bertkit.errors import BertkitError
+from bertkit.model import BertModel
+from bertkit.tokenizer import BertTokenizer
+
+log = logging.getLogger("bertkit")
+
+POOLINGS = ("cls", "mean", "max", "pooler")
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, pooled: torch.Tensor | None = None) -> torch.Tensor:
+    """hidden [B, T, H], mask [B, T] (1 = token) -> [B, H].
+
+    cls: the [CLS] vector; mean / max: over real tokens only (padding never counts); pooler: the
+    tanh-dense [CLS] vector trained by NSP (the last layer only).
+    """
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "pooler":
+        if pooled is None:
+            raise BertkitError("pooling `pooler` needs the model's pooler and the last layer (--layer -1)")
+        return pooled
+    m = mask.unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+    if pooling == "mean":
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    if pooling == "max":
+        return hidden.masked_fill(m == 0, float("-inf")).max(1).values
+    raise BertkitError(f"unknown pooling `{pooling}`: use one of {', '.join(POOLINGS)}")
+
+
+def model_pooling_defaults(model_dir: Path) -> tuple[str, bool, int | None]:
+    """(pooling, normalize, max tokens) a model was trained for, from sentence-transformers files.
+
+    all-MiniLM-L6-v2 ships `1_Pooling/config.json` (mean), a Normalize module in `modules.json` and
+    `max_seq_length: 256` in `sentence_bert_config.json`; a plain BERT directory has none of them and
+    gets the [CLS] vector, unnormalised, up to max_position_embeddings tokens.
+    """
+    pooling, normalize, max_length = "cls", False, None
+    pool_cfg = model_dir / "1_Pooling" / "config.json"
+    if pool_cfg.is_file():
+        cfg = json.loads(pool_cfg.read_text())
+        modes = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
+                 "pooling_mode_max_tokens": "max"}
+        pooling = next((v for k, v in modes.items() if cfg.get(k)), pooling)
+    modules = model_dir / "modules.json"
+    if modules.is_file():
+        normalize = any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
+    st_config = model_dir / "sentence_bert_config.json"
+    if st_config.is_file():
+        max_length = json.loads(st_config.read_text()).get("max_seq_length")
+    return pooling, normalize, max_length
+
+
+class Encoder:
+    """`Encoder("minilm").encode(["a sentence", ...])` -> float32 array [N, H].
+
+    `model` is a model directory or a fetched name; `pooling` / `normalize` default to what the
+    model was trained for; `layer` picks a hidden layer (-1 the last, 0 the embeddings); `max_length`
+    defaults to the model's own limit.
+    """
+
+    def __init__(self, model: str | Path, pooling: str | None = None, layer: int = -1,
+                 normalize: bool | None = None, max_length: int | None = None, batch_size: int = 32,
+                 device: str | None = None):
+        from bertkit.fetch import resolve_model
+
+        model_dir = resolve_model(str(model))
+        default_pooling, default_normalize, default_length = model_pooling_defaults(model_dir)
+        self.pooling = pooling or default_pooling
+        self.normalize = default_normalize if normalize is None else normalize
+        if self.pooling not in POOLINGS:
+            raise BertkitError(f"unknown pooling `{self.pooling}`: use one of {', '.join(POOLINGS)}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model: BertModel = load_model(model_dir, BertModel).to(self.device)
+        self.tokenizer = BertTokenizer.from_dir(model_dir)
+        config = self.model.config
+        self.tokenizer.check_vocab_size(config.vocab_size, where=str(model_dir))
+        n_layers = config.num_hidden_layers
+        if not -(n_layers + 1) <= layer <= n_layers:
+            raise BertkitError(f"--layer {layer} does not exist: the model has layers 0 (embeddings) "
+                               f"to {n_layers}, or -1 to -{n_layers + 1} counted from the top")
+        self.layer = layer
+        max_length = max_length or default_length or config.max_position_embeddings
+        if max_length > config.max_position_embeddings:
+            raise BertkitError(f"--max-length {max_length} exceeds the model's max_position_embeddings "
+                               f"({config.max_position_embeddings})")
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.dim = config.hidden_size
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per text, cut to max_length with a warning that says how many were cut."""
+        encodings = self.tokenizer.encode_batch(texts, max_length=None, truncation="do_not_truncate")
+        ids, cut = [], 0
+        for enc in encodings:
+            seq = enc.ids
+            if len(seq) > self.max_length:
+                seq = seq[: self.max_length - 1] + [self.tokenizer.sep_id]
+                cut += 1
+            ids.append(seq)
+        if cut:
+            log.warning("%d of %d texts are longer than max_length=%d tokens; their vectors cover the "
+                        "first %d tokens only (raise --max-length up to %d)", cut, len(texts),
+                        self.max_length, self.max_length, self.model.config.max_position_embeddings)
+        return ids
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        ids = self.tokenize(list(texts))
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch in tqdm(batches, desc="encode", unit="batch", disable=not progress):
+            out[batch] = self._encode_batch([ids[i] for i in batch]).cpu().numpy()
+        return out
+
+    def _encode_batch(self, batch: list[list[int]]) -> torch.Tensor:
+        width = max(len(s) for s in batch)
+        input_ids = torch.full((len(batch), width), self.tokenizer.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        out = self.model(input_ids, mask, output_hidden_states=self.layer != -1)
+        hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+        vectors = pool(hidden, mask, self.pooling, out.pooler_output if self.layer == -1 else None)
+        if self.normalize:
+            vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+        return vectors.float()
