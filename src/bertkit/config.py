@@ -65,6 +65,8 @@ def _coerce(value, tp, key: str, source: str):
         if base is list:
             (item,) = typing.get_args(_strip_optional(tp)) or (str,)
             items = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
+            if dataclasses.is_dataclass(item):  # a list of records, e.g. the tasks of a multi-task run
+                return [from_dict(item, v, source, f"{key}[{i}].") for i, v in enumerate(items)]
             return [_coerce(v, item, key, source) for v in items]
         if base is float and isinstance(value, str):
             return float(value)
@@ -104,6 +106,8 @@ def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
         f = fields[norm]
         base = _base_type(f.type)
         if dataclasses.is_dataclass(base):
+            if not isinstance(value, dict) and "data" in _fields(base):
+                value = {"data": value}  # `--train FILE` is short for `--train.data FILE`
             kwargs[norm] = from_dict(base, value or {}, source, prefix + norm + ".")
         else:
             value = _coerce(value, f.type, prefix + norm, source)
@@ -131,8 +135,13 @@ def save(obj, path: str | Path) -> None:
 
 def _merge(base: dict, path: list[str], value) -> None:
     for part in path[:-1]:
+        if part in base and not isinstance(base[part], dict):
+            base[part] = {"data": base[part]}  # `--train F --train.lr=3e-5`
         base = base.setdefault(part, {})
-    base[path[-1]] = value
+    if isinstance(base.get(path[-1]), dict) and not isinstance(value, dict):
+        base[path[-1]]["data"] = value  # `--train.lr=3e-5 --train F`
+    else:
+        base[path[-1]] = value
 
 
 def _field_at(cls, path: list[str]):

@@ -9,6 +9,9 @@ from bertkit.errors import BertkitError, suggest
 
 VERBS = {
     "fetch": "download, verify and unpack a real model or data set into the cache",
+    "finetune": "train a task head (classify, regression) on a pretrained BERT",
+    "evaluate": "score a fine-tuned model on labelled data",
+    "predict": "run a fine-tuned model over inputs (JSONL out)",
     "encode": "sentence vectors for a file of texts (.npy)",
 }
 
@@ -30,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return module.main(rest) or 0
     except BertkitError as e:
-        print(f"bertkit {verb}: error: {e}", file=sys.stderr)
+        message = str(e).removeprefix(f"bertkit {verb}: ")  # config errors name the command already
+        print(f"bertkit {verb}: error: {message}", file=sys.stderr)
         return 2
 
 

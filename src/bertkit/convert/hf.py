@@ -30,6 +30,10 @@ HEAD_KEYS = [
     ("nsp.{p}", "cls.seq_relationship.{p}"),
     ("classifier.{p}", "classifier.{p}"),
     ("qa.{p}", "qa_outputs.{p}"),
+    # bertkit's CRF head (NER); transformers has none and reports these as unexpected keys.
+    ("crf.start", "crf.start"),
+    ("crf.end", "crf.end"),
+    ("crf.transitions", "crf.transitions"),
 ]
 # One bertkit tensor = three Hugging Face tensors concatenated along dim 0 ([3H, H] and [3H]).
 FUSED_QKV = ("layers.{i}.attn.qkv.{p}",

@@ -1,0 +1,40 @@
+"""bertkit evaluate: score a fine-tuned model on labelled data; prints and writes the metrics."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertkit.checkpoint import atomic_write_text
+from bertkit.config import option, parse_args, required
+from bertkit.finetune import evaluate_dir
+
+
+@dataclass
+class EvaluateConfig:
+    model: str = required("fine-tuned model directory (written by bertkit finetune)")
+    data: str = required("labelled data: a file or a fetched name such as mr:test")
+    output: str | None = option(None, "where to write the metrics as JSON (default: MODEL/eval-DATA.json)")
+    batch_size: int = option(64, "examples per forward pass")
+    device: str | None = option(None, "cpu or cuda (default: cuda when available)")
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_args(EvaluateConfig, argv, prog="bertkit evaluate")
+    metrics = evaluate_dir(cfg.model, cfg.data, cfg.batch_size, cfg.device)
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    out = Path(cfg.output) if cfg.output else Path(cfg.model) / f"eval-{_stem(cfg.data)}.json"
+    if not cfg.output and not Path(cfg.model).is_dir():  # a fetched name: do not write into the cache
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text + "\n")
+    print(f"metrics -> {out}", file=sys.stderr)
+    return 0
+
+
+def _stem(data: str) -> str:
+    """`mr:test` -> `mr-test`; `data/dev.tsv` -> `dev`."""
+    path = Path(data)
+    return path.stem if path.suffix else data.replace(":", "-").replace("/", "-")

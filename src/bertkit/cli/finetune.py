@@ -1,0 +1,14 @@
+"""bertkit finetune: train a task head on a pretrained BERT; the best dev checkpoint is kept."""
+from __future__ import annotations
+
+import json
+
+from bertkit.config import parse_args
+from bertkit.finetune import FinetuneConfig, finetune
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_args(FinetuneConfig, argv, prog="bertkit finetune")
+    metrics = finetune(cfg)
+    print(json.dumps(metrics, indent=2))
+    return 0

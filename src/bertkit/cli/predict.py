@@ -1,0 +1,29 @@
+"""bertkit predict: run a fine-tuned model over inputs; JSONL out, one prediction a line."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertkit.checkpoint import atomic_write_text
+from bertkit.config import option, parse_args, required
+from bertkit.finetune import predict_file
+
+
+@dataclass
+class PredictConfig:
+    model: str = required("fine-tuned model directory (written by bertkit finetune)")
+    input: str = required("inputs: text lines, JSONL/TSV with `text` (and `text_b`), or a name like mr:test")
+    output: str = required("where to write predictions (JSONL)")
+    batch_size: int = option(64, "examples per forward pass")
+    device: str | None = option(None, "cpu or cuda (default: cuda when available)")
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_args(PredictConfig, argv, prog="bertkit predict")
+    rows = predict_file(cfg.model, cfg.input, cfg.batch_size, cfg.device)
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    print(f"{len(rows)} predictions -> {out}")
+    return 0

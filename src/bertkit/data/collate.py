@@ -1,0 +1,64 @@
+"""Batches: dynamic padding (to the longest in the batch) and length-grouped, seeded batch orders."""
+from __future__ import annotations
+
+import torch
+
+IGNORE = -100  # label value the losses skip (padding, sub-word positions)
+
+
+def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Pad `input_ids`/`token_type_ids` to the longest feature; numbers and lists become tensors.
+
+    List-valued targets (per-token labels) are padded with IGNORE; `example` indices are kept.
+    """
+    width = max(len(f["input_ids"]) for f in features)
+    batch: dict[str, torch.Tensor] = {}
+    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    types = torch.zeros((len(features), width), dtype=torch.long)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    for row, f in enumerate(features):
+        n = len(f["input_ids"])
+        ids[row, :n] = torch.tensor(f["input_ids"])
+        types[row, :n] = torch.tensor(f["token_type_ids"])
+        mask[row, :n] = 1
+    batch.update(input_ids=ids, token_type_ids=types, attention_mask=mask)
+    for key, value in features[0].items():
+        if key in batch:
+            continue
+        if isinstance(value, list):
+            out = torch.full((len(features), width), IGNORE, dtype=torch.long)
+            for row, f in enumerate(features):
+                out[row, : len(f[key])] = torch.tensor(f[key])
+            batch[key] = out
+        elif isinstance(value, (int, float)):
+            dtype = torch.float if isinstance(value, float) else torch.long
+            batch[key] = torch.tensor([f[key] for f in features], dtype=dtype)
+    return batch
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
+                           group: int = 50) -> list[list[int]]:
+    """Shuffled batches of similar-length features: shuffle, sort within chunks of `group` batches by
+    length, cut into batches, shuffle the batches. Little padding, still random; fully determined by
+    `generator`, so a resumed run sees the same order."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    chunk = batch_size * group
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start: start + chunk], key=lambda i: lengths[i], reverse=True)
+        batches += [part[i: i + batch_size] for i in range(0, len(part), batch_size)]
+    perm = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in perm]
+
+
+def sorted_batches(lengths: list[int], batch_size: int, groups: list | None = None) -> list[list[int]]:
+    """Evaluation order: longest first, no shuffling (predictions are put back by index). With
+    `groups` (one key per feature, e.g. the task of a multi-task feature) no batch mixes two keys."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    if groups is None:
+        return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = []
+    for key in dict.fromkeys(groups):
+        part = [i for i in order if groups[i] == key]
+        batches += [part[i: i + batch_size] for i in range(0, len(part), batch_size)]
+    return batches

@@ -1,0 +1,243 @@
+"""Fine-tune, evaluate and predict: the library functions behind `bertkit finetune|evaluate|predict`.
+
+A fine-tuned model directory is a Hugging Face directory (config.json, model.safetensors, vocab.txt)
+plus `task.json` (the task and its label set) and `metrics.json` (the best dev metrics).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bertkit.checkpoint import atomic_write_text, load_config, load_weights, read_state_dict, save_model
+from bertkit.config import option, required, save as save_config
+from bertkit.errors import BertkitError
+from bertkit.fetch import resolve_data, resolve_model
+from bertkit.tasks import get_task
+from bertkit.tokenizer import BertTokenizer
+from bertkit.train.loop import Trainer, TrainConfig, predict, set_seed
+
+log = logging.getLogger("bertkit")
+
+
+@dataclass
+class QAOptions:
+    doc_stride: int = option(128, "tokens between the starts of two context windows")
+    max_query_length: int = option(64, "question tokens kept")
+    max_answer_length: int = option(30, "longest answer, in tokens")
+    n_best: int = option(20, "start and end candidates considered per window")
+
+
+@dataclass
+class TaskSpec:
+    """One task of a multi-task run (a list of these under `tasks:` in the YAML config)."""
+    name: str = required("a short name for the task, used in metric keys and as its output folder")
+    task: str = required("classify, regression, ner or qa")
+    train: str = required("training data: a file or a fetched name such as mr:train")
+    dev: str = required("dev data: a file or a fetched name such as mr:dev")
+    head: str = option("softmax", "ner only: softmax or crf", choices=("softmax", "crf"))
+
+
+@dataclass
+class FinetuneConfig:
+    task: str = required("what to learn: classify, regression, ner, qa, or multitask (with `tasks:`)")
+    model: str = required("pretrained model directory or fetched name, e.g. minilm")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dev: str | None = option(None, "dev data: a file or a fetched name such as mr:dev")
+    output: str = required("directory for the fine-tuned model, metrics.json and the training curve")
+    max_length: int = option(128, "tokens per input; longer inputs are split into overlapping windows")
+    head: str = option("softmax", "ner: softmax, or crf (decodes only valid BIO/BIOES sequences)",
+                       choices=("softmax", "crf"))
+    qa: QAOptions = field(default_factory=QAOptions)
+    tasks: list[TaskSpec] = option([], "multitask: the tasks, each with name, task, train, dev (and head)")
+    sampling: str = option("proportional", "multitask: how batches are drawn from the tasks",
+                           choices=("proportional", "temperature"))
+    temperature: float = option(2.0, "multitask, temperature sampling: 1 is proportional, larger is flatter")
+    init: str = option("pretrained", "pretrained weights, or `random` to train from scratch with the "
+                       "model's config (a baseline for what pretraining brings)", choices=("pretrained", "random"))
+    seeds: list[int] = option([], "run once per seed (e.g. 1,2,3) and report mean and std of the dev metrics")
+    resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint")
+    device: str | None = option(None, "cpu or cuda (default: cuda when available)")
+
+
+def _device(name: str | None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _task_options(name: str, cfg: FinetuneConfig, head: str) -> dict:
+    if name == "ner":
+        return {"head": head}
+    if name == "qa":
+        return dict(cfg.qa.__dict__)
+    return {}
+
+
+def _load_data(task, train: str, dev: str, tokenizer, max_length: int):
+    """Read, validate and featurize; every data problem is reported here, before any training."""
+    train_path, dev_path = resolve_data(train, "train"), resolve_data(dev, "dev")
+    train_examples, dev_examples = task.read(str(train_path)), task.read(str(dev_path))
+    task.fit(train_examples)
+    task.check(dev_examples, str(dev_path))
+    train_features = task.featurize(train_examples, tokenizer, max_length)
+    dev_features = task.featurize(dev_examples, tokenizer, max_length)
+    log.info("%s: %d train examples (%d features), %d dev examples (%d features)", task.name,
+             len(train_examples), len(train_features), len(dev_examples), len(dev_features))
+    return train_examples, train_features, dev_examples, dev_features
+
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    """Train the task on `cfg.train.data`, keep the best dev checkpoint in `cfg.output`; dev metrics."""
+    if cfg.seeds:
+        return _finetune_seeds(cfg)
+    out = Path(cfg.output)
+    model_dir = resolve_model(cfg.model)
+    tokenizer = BertTokenizer.from_dir(model_dir)
+    config = load_config(model_dir)
+    tokenizer.check_vocab_size(config.vocab_size, where=str(model_dir))
+    if cfg.task == "multitask":
+        task, data = _multitask_data(cfg, tokenizer)
+    else:
+        if cfg.train.data is None or cfg.dev is None:
+            raise BertkitError("pass --train FILE and --dev FILE (files or fetched names such as mr:train)")
+        task = get_task(cfg.task, **_task_options(cfg.task, cfg, cfg.head))
+        data = _load_data(task, cfg.train.data, cfg.dev, tokenizer, cfg.max_length)
+    _, train_features, dev_examples, dev_features = data
+
+    set_seed(cfg.train.seed)
+    model = task.build_model(config)
+    if cfg.init == "pretrained":
+        load_weights(model if cfg.task != "multitask" else model.heads[task.names[0]],
+                     read_state_dict(model_dir), source=str(model_dir))
+    else:
+        log.info("init=random: training from randomly initialised weights (no pretraining)")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "finetune.yaml")
+
+    def save_best(trained, metrics):
+        if cfg.task == "multitask":
+            for name, sub_metrics in task.per_task(metrics).items():
+                _save_task_dir(out / name, trained.heads[name], task.tasks[name], tokenizer, cfg.max_length,
+                               sub_metrics)
+            atomic_write_text(out / "metrics.json", json.dumps(_flat(metrics), indent=2))
+        else:
+            _save_task_dir(out, trained, task, tokenizer, cfg.max_length, metrics)
+
+    trainer = Trainer(model, task, cfg.train, out, save_best, tokenizer.pad_id, _device(cfg.device))
+    best = trainer.fit(train_features, dev_features, dev_examples, resume=cfg.resume)
+    if getattr(task, "labels", None) and task.name == "classify" and best:
+        _confusion_png(out, trainer.model, task, tokenizer, dev_features, dev_examples)
+    return _flat(best)
+
+
+def _save_task_dir(out: Path, model, task, tokenizer, max_length: int, metrics: dict) -> None:
+    save_model(model, out, tokenizer, extra_config=_label_config(task))
+    atomic_write_text(out / "task.json", json.dumps({**task.state(), "max_length": max_length}, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(_flat(metrics), indent=2))
+
+
+def _multitask_data(cfg: FinetuneConfig, tokenizer):
+    from bertkit.tasks.multitask import MultiTask
+
+    if not cfg.tasks:
+        raise BertkitError("--task multitask needs a list of tasks in the config file, e.g.\n"
+                           "tasks:\n  - {name: mr, task: classify, train: mr:train, dev: mr:dev}\n"
+                           "  - {name: wnut, task: ner, train: wnut16:train, dev: wnut16:dev}")
+    names = [spec.name for spec in cfg.tasks]
+    if len(set(names)) != len(names):
+        raise BertkitError(f"task names must differ, got {names}")
+    subs = {spec.name: get_task(spec.task, **_task_options(spec.task, cfg, spec.head)) for spec in cfg.tasks}
+    task = MultiTask(subs, cfg.sampling, cfg.temperature)
+    train_ex, dev_ex = [], []
+    for spec in cfg.tasks:
+        tr, _, dv, _ = _load_data(subs[spec.name], spec.train, spec.dev, tokenizer, cfg.max_length)
+        train_ex += task.tag(spec.name, tr)
+        dev_ex += task.tag(spec.name, dv)
+    return task, (train_ex, task.featurize(train_ex, tokenizer, cfg.max_length),
+                  dev_ex, task.featurize(dev_ex, tokenizer, cfg.max_length))
+
+
+def _confusion_png(out: Path, model, task, tokenizer, dev_features, dev_examples) -> None:
+    """confusion.png for the best checkpoint on the dev set (gold down, predicted across)."""
+    from bertkit.metrics import confusion_matrix, plot_confusion_matrix
+
+    best = task.build_model(load_config(out))
+    load_weights(best, read_state_dict(out), source=str(out))
+    device = next(model.parameters()).device
+    preds = predict(best.to(device), task, dev_features, dev_examples, 64, tokenizer.pad_id, device)
+    matrix = confusion_matrix([p["label"] for p in preds], [e["label"] for e in dev_examples], task.labels)
+    plot_confusion_matrix(matrix, task.labels, out / "confusion.png")
+
+
+def _flat(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _label_config(task) -> dict:
+    if not getattr(task, "labels", None):
+        return {}
+    if task.name == "regression":
+        return {"id2label": {"0": "score"}, "label2id": {"score": 0}, "problem_type": "regression"}
+    return {"id2label": {str(i): lab for i, lab in enumerate(task.labels)},
+            "label2id": {lab: i for i, lab in enumerate(task.labels)}}
+
+
+def _finetune_seeds(cfg: FinetuneConfig) -> dict:
+    """The same job once per seed, into OUTPUT/seed-N; OUTPUT/metrics.json holds mean and std."""
+    runs = []
+    for seed in cfg.seeds:
+        one = FinetuneConfig(**{**cfg.__dict__, "seeds": [], "output": str(Path(cfg.output) / f"seed-{seed}"),
+                                "train": TrainConfig(**{**cfg.train.__dict__, "seed": seed})})
+        runs.append(finetune(one))
+    summary = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        summary[key] = statistics.mean(values)
+        summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    summary["seeds"] = len(runs)
+    atomic_write_text(Path(cfg.output) / "metrics.json", json.dumps(summary, indent=2))
+    log.info("over %d seeds: %s", len(runs), ", ".join(
+        f"{k} {summary[k]:.4f} ± {summary[k + '_std']:.4f}" for k in runs[0]))
+    return summary
+
+
+def load_finetuned(model_dir: str | Path, device: str | None = None):
+    """(task, model, tokenizer, max_length) from a directory written by `finetune`."""
+    d = resolve_model(str(model_dir))
+    task_file = d / "task.json"
+    if not task_file.is_file():
+        raise BertkitError(f"{d} has no task.json: it is not a fine-tuned model; fine-tune one with "
+                           "`bertkit finetune --task classify --model minilm --train ... --output DIR`")
+    state = json.loads(task_file.read_text())
+    task = get_task(state["task"], **{k: v for k, v in state.items() if k not in ("task", "max_length")})
+    model = task.build_model(load_config(d))
+    report = load_weights(model, read_state_dict(d), source=str(d))
+    if report.newly_initialised:
+        raise BertkitError(f"{d} lacks the task head ({', '.join(report.newly_initialised[:2])}): "
+                           "the directory is incomplete; fine-tune again")
+    return task, model.to(_device(device)).eval(), BertTokenizer.from_dir(d), state.get("max_length", 128)
+
+
+def evaluate_dir(model_dir: str, data: str, batch_size: int = 64, device: str | None = None) -> dict:
+    task, model, tokenizer, max_length = load_finetuned(model_dir, device)
+    path = resolve_data(data, "dev")
+    examples = task.read(path)
+    task.check(examples, str(path))
+    features = task.featurize(examples, tokenizer, max_length)
+    preds = predict(model, task, features, examples, batch_size, tokenizer.pad_id, next(model.parameters()).device)
+    return _flat(task.metrics(preds, examples))
+
+
+def predict_file(model_dir: str, data: str, batch_size: int = 64, device: str | None = None) -> list[dict]:
+    """Predictions for a file of inputs (labels are not needed; if present they are ignored)."""
+    task, model, tokenizer, max_length = load_finetuned(model_dir, device)
+    path = resolve_data(data, "test")
+    examples = task.read_inputs(str(path))
+    features = task.featurize(examples, tokenizer, max_length)
+    preds = predict(model, task, features, examples, batch_size, tokenizer.pad_id,
+                    next(model.parameters()).device, progress=True)
+    keep = ("id", "text", "text_b", "question")
+    return [{**{k: e[k] for k in keep if e.get(k) is not None}, **p} for e, p in zip(examples, preds)]

@@ -1,0 +1,1 @@
+"""One training loop for every task (`loop.py`) and its optimiser and schedule (`optim.py`)."""

@@ -1,0 +1,208 @@
+"""Fine-tuning end to end on tiny random models and slices of the real data: the CLI verbs, the files a
+run writes, exact resume after a kill, seeds, the learning itself, and errors raised before training."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertkit.checkpoint import save_model
+from bertkit.cli.main import main as cli
+from bertkit.errors import BertkitError
+from bertkit.model import BertConfig, BertModel
+from bertkit.tokenizer import BertTokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, minilm_dir):
+    """A random-init 2-layer BERT (hidden 32) with MiniLM's uncased vocab, saved as a HF directory."""
+    tokenizer = BertTokenizer.from_dir(minilm_dir)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    return save_model(BertModel(config), tmp_path_factory.mktemp("tiny"), tokenizer)
+
+
+def _slice(src: Path, dst: Path, per_label: int) -> Path:
+    """The first `per_label` rows of each label of a text/label TSV."""
+    with open(src, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    keep, seen = [], {}
+    for row in rows:
+        if seen.get(row["label"], 0) < per_label:
+            seen[row["label"]] = seen.get(row["label"], 0) + 1
+            keep.append(row)
+    dst.write_text("text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in keep), encoding="utf-8")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def mr_small(tmp_path_factory, mr_dir):
+    d = tmp_path_factory.mktemp("mr")
+    return _slice(mr_dir / "train.tsv", d / "train.tsv", 48), _slice(mr_dir / "dev.tsv", d / "dev.tsv", 16)
+
+
+def _finetune(tiny_dir, train, dev, out, *extra) -> int:
+    return cli(["finetune", "--task", "classify", "--model", str(tiny_dir), "--train", str(train),
+                "--dev", str(dev), "--output", str(out), "--max-length", "48", "--train.batch-size=16",
+                "--train.lr=1e-3", "--train.log-every=1", "--device", "cpu", *extra])
+
+
+def test_finetune_evaluate_predict_cli(tiny_dir, mr_small, tmp_path, capsys):
+    train, dev = mr_small
+    out = tmp_path / "run"
+    assert _finetune(tiny_dir, train, dev, out, "--train.epochs=2", "--max-length=128") == 0
+    for name in ("config.json", "model.safetensors", "vocab.txt", "task.json", "metrics.json",
+                 "metrics.jsonl", "training.png", "confusion.png", "finetune.yaml", "checkpoint/state.pt"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"accuracy", "f1_macro", "mcc", "f1"}
+    assert json.loads((out / "task.json").read_text())["labels"] == ["negative", "positive"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if "dev" in r] == [1, 2]  # one evaluation per epoch, then stop
+    assert max(r["step"] for r in records) == 2 * 6  # 96 examples (none windowed) / 16 per step, 2 epochs
+    # The Hugging Face directory loads in transformers with the label names.
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.BertForSequenceClassification.from_pretrained(out)
+    assert hf.config.id2label == {0: "negative", 1: "positive"}
+
+    capsys.readouterr()
+    assert cli(["evaluate", "--model", str(out), "--data", str(dev), "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == pytest.approx(metrics)  # the best checkpoint scores what training reported
+    assert json.loads((out / "eval-dev.json").read_text()) == printed
+
+    inputs = tmp_path / "new.txt"
+    inputs.write_text("a wonderful, moving film\n\nthe worst movie of the year\n", encoding="utf-8")
+    assert cli(["predict", "--model", str(out), "--input", str(inputs), "--output", str(tmp_path / "p.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["a wonderful, moving film", "the worst movie of the year"]
+    for r in rows:
+        assert r["label"] in ("negative", "positive")
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def _weights(state_path: Path) -> dict:
+    return torch.load(state_path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_dir, mr_small, tmp_path):
+    """SIGKILL a run mid-training, resume it: the final weights equal those of a run never stopped."""
+    train, dev = mr_small
+    args = ["--train.epochs=3", "--train.checkpoint-every=1", "--train.batch-size=8"]
+    assert _finetune(tiny_dir, train, dev, tmp_path / "whole", *args) == 0
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "bertkit.cli.main", "finetune", "--task", "classify", "--model", str(tiny_dir),
+           "--train", str(train), "--dev", str(dev), "--output", str(killed), "--max-length", "48",
+           "--train.lr=1e-3", "--train.log-every=1", "--device", "cpu", *args]
+    env = dict(os.environ)  # same thread count as this process: float sums must add up in the same order
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    state = killed / "checkpoint" / "state.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:  # kill once it is well into epoch 2
+        if state.is_file():
+            try:
+                if torch.load(state, weights_only=True)["position"]["step"] >= 16:
+                    break
+            except (RuntimeError, EOFError):  # not possible with atomic writes, but do not hide it
+                raise
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = torch.load(state, weights_only=True)["position"]["step"]
+    assert step >= 16
+    assert _finetune(tiny_dir, train, dev, killed, *args, "--resume") == 0
+
+    whole, resumed = _weights(tmp_path / "whole/checkpoint/state.pt"), _weights(state)
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
+    # The metrics log holds each step once, with the losses of the run that never stopped.
+    def log(run):
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert log(killed) == log(tmp_path / "whole")
+
+
+def test_learns_on_real_sentiment(tiny_dir, mr_dir, tmp_path):
+    """Not just running: a tiny model fits 96 real MR sentences (training accuracy near 1)."""
+    from bertkit.finetune import evaluate_dir
+
+    train = _slice(mr_dir / "train.tsv", tmp_path / "train.tsv", 48)
+    assert _finetune(tiny_dir, train, train, tmp_path / "fit", "--train.epochs=15", "--train.warmup=0") == 0
+    assert evaluate_dir(str(tmp_path / "fit"), str(train), device="cpu")["accuracy"] >= 0.95
+
+
+def test_seeds_report_mean_and_std(tiny_dir, mr_small, tmp_path):
+    train, dev = mr_small
+    assert _finetune(tiny_dir, train, dev, tmp_path / "s", "--train.epochs=1", "--seeds", "1,2") == 0
+    summary = json.loads((tmp_path / "s/metrics.json").read_text())
+    runs = [json.loads((tmp_path / f"s/seed-{s}/metrics.json").read_text()) for s in (1, 2)]
+    assert summary["seeds"] == 2
+    assert summary["accuracy"] == pytest.approx((runs[0]["accuracy"] + runs[1]["accuracy"]) / 2)
+    assert summary["accuracy_std"] == pytest.approx(abs(runs[0]["accuracy"] - runs[1]["accuracy"]) / 2 ** 0.5)
+
+
+def test_unknown_dev_label_fails_before_training(tiny_dir, mr_small, tmp_path, capsys):
+    train, _ = mr_small
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("text\tlabel\ngood\tpositive\nmeh\tneutral\n", encoding="utf-8")
+    assert _finetune(tiny_dir, train, dev, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert f"{dev}, line 3" in err and "'neutral' never occurs in the training data" in err
+    assert not (tmp_path / "out").exists()  # nothing was trained or written
+
+
+def test_bad_config_key_suggests(tiny_dir, mr_small, tmp_path, capsys):
+    train, dev = mr_small
+    assert _finetune(tiny_dir, train, dev, tmp_path / "out", "--train.lrr=1e-4") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bertkit finetune: error: unknown key `train.lrr` (did you mean `lr`?)")
+
+
+def test_multitask_config_lists_tasks(tiny_dir, mr_small, tmp_path, capsys):
+    """Two classification tasks on one encoder: per-task model directories and metric keys."""
+    train, dev = mr_small
+    cfg = tmp_path / "mt.yaml"
+    cfg.write_text(f"""task: multitask
+model: {tiny_dir}
+output: {tmp_path / 'mt'}
+max_length: 48
+device: cpu
+train: {{epochs: 1, batch_size: 16}}
+tasks:
+  - {{name: a, task: classify, train: {train}, dev: {dev}}}
+  - {{name: b, task: classify, train: {train}, dev: {dev}}}
+""", encoding="utf-8")
+    assert cli(["finetune", "--config", str(cfg)]) == 0
+    metrics = json.loads((tmp_path / "mt/metrics.json").read_text())
+    assert {"a.accuracy", "b.accuracy", "score"} <= set(metrics)
+    assert metrics["score"] == pytest.approx((metrics["a.accuracy"] + metrics["b.accuracy"]) / 2)
+    for name in ("a", "b"):  # each head is a standalone fine-tuned model
+        capsys.readouterr()
+        assert cli(["evaluate", "--model", str(tmp_path / "mt" / name), "--data", str(dev)]) == 0
+        assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics[f"{name}.accuracy"])
+
+
+def test_multitask_sampling():
+    """Proportional: every batch once per epoch; temperature: small tasks drawn more than their share."""
+    from bertkit.tasks.multitask import MultiTask
+
+    task = MultiTask({"big": None, "small": None}, "proportional")
+    features = [{"input_ids": [1] * 5, "task": 0}] * 900 + [{"input_ids": [1] * 5, "task": 1}] * 100
+    batches = task.train_batches(features, 10, torch.Generator().manual_seed(0))
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    task = MultiTask({"big": None, "small": None}, "temperature", temperature=1e9)  # ~uniform
+    batches = task.train_batches(features, 10, torch.Generator().manual_seed(0))
+    small = sum(features[b[0]]["task"] == 1 for b in batches)
+    assert len(batches) == 100 and 35 <= small <= 65  # ~50 of 100 draws, though it has 10% of the data
+    assert all(len({features[i]["task"] for i in b}) == 1 for b in batches)
