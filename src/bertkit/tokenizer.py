@@ -199,6 +199,27 @@ class BertTokenizer:
         encs = self._tk.encode_batch(inputs, add_special_tokens=True)
         return [_truncate(e, max_length, truncation, texts_b is not None) for e in encs]
 
+    def encode_words_batch(self, sentences: list[list[str]]) -> list[tuple[list[int], list[int]]]:
+        """(ids, word_ids) per sentence of pre-split words (NER): word_ids[k] is the word piece k came from.
+
+        Each distinct word is tokenized once, alone (no [CLS] / [SEP], no truncation), and sentences are
+        assembled from those pieces: a word gets exactly the pieces it gets on its own, and a corpus
+        with few distinct words (Chinese characters) costs little more than the dictionary look-ups.
+        A word with no pieces (whitespace, control characters) simply has no entry in word_ids.
+        """
+        pieces: dict[str, list[int]] = dict.fromkeys(w for words in sentences for w in words)
+        distinct = list(pieces)
+        for word, enc in zip(distinct, self._tk.encode_batch(distinct, add_special_tokens=False)):
+            pieces[word] = enc.ids
+        out = []
+        for words in sentences:
+            ids, word_ids = [], []
+            for i, word in enumerate(words):
+                ids += pieces[word]
+                word_ids += [i] * len(pieces[word])
+            out.append((ids, word_ids))
+        return out
+
     def convert_ids_to_tokens(self, ids) -> list[str]:
         try:
             return [self._id_to_token[int(i)] for i in ids]

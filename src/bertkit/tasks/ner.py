@@ -1,0 +1,437 @@
+"""Named-entity recognition (`ner`): one BIO or BIOES tag per word, a softmax or a CRF head.
+
+Data: CoNLL (`token ... tag` a line, a blank line between sentences) or CLUENER JSON lines
+(`{"text": ..., "label": {type: {entity: [[start, end]]}}}`, end inclusive; each character a token).
+An example keeps `tokens`, `tags`, a `text` and each token's character `spans` in it, so entities
+come back with exact character offsets.
+
+Alignment: a word's tag sits on its FIRST word piece; later pieces, [CLS] and [SEP] get -100 and are
+ignored. A feature's `words` list gives, per input position, the word whose first piece it is (else
+-100): it marks the positions to tag at prediction time, when there are no labels. A word with no
+pieces (whitespace, control characters) has no position and is predicted `O`, or `I-X` when it sits
+inside a predicted entity of type X (CLUENER entities may contain spaces).
+
+Long sentences are split into overlapping windows of pieces (half a window apart). Each word is
+decoded from the window where it is most central (most pieces to the nearer edge), and the CRF runs
+Viterbi once over the whole sentence's merged word scores, so its output is always a valid sequence.
+In training, a window that starts (or, BIOES, ends) inside an entity does not train the cut part on
+that window: a CRF would have to score an impossible `I-X` start; the neighbouring window covers it.
+
+Shapes: B = batch, T = pieces, W = tagged words in a row, L = labels.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from seqeval.scheme import IOB2, IOBES, Entities
+from tokenizers.pre_tokenizers import BertPreTokenizer
+
+from bertkit.data.collate import IGNORE
+from bertkit.data.readers import read_lines
+from bertkit.errors import BertkitError, suggest
+from bertkit.model import BertForTokenClassification
+from bertkit.tasks import build_input, windows
+from bertkit.tasks.crf import CRF, SCHEMES, allowed_transitions
+
+log = logging.getLogger("bertkit")
+
+HEADS = ("softmax", "crf")
+_FIELD = re.compile(r"[^ \t]+")  # CoNLL columns: split on spaces and tabs only, so a token may be "\u3000"
+# BERT's CJK ideograph blocks (google-research `_is_chinese_char`), CJK punctuation, full-width forms.
+_CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+        (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F), (0x3000, 0x303F), (0xFF00, 0xFFEF))
+_CJK_CHAR = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _CJK) + "]")
+_PRE_TOKENIZER = BertPreTokenizer()  # BERT's split on whitespace and punctuation, with char offsets
+_TAG_HELP = ("use O, B-TYPE and I-TYPE (BIO) or also E-TYPE and S-TYPE (BIOES); convert other schemes "
+             "(IOB1, BILOU) to BIO first")
+
+
+def _is_cjk(token: str) -> bool:
+    """True for a single CJK character."""
+    return _CJK_CHAR.fullmatch(token) is not None
+
+
+def join_tokens(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
+    """(text, char span of each token): single spaces, none between two one-character CJK tokens."""
+    parts, spans, pos = [], [], 0
+    cjk = [_is_cjk(t) for t in tokens]
+    for i, token in enumerate(tokens):
+        if i and not (cjk[i] and cjk[i - 1]):
+            parts.append(" ")
+            pos += 1
+        parts.append(token)
+        spans.append((pos, pos + len(token)))
+        pos += len(token)
+    return "".join(parts), spans
+
+
+def split_words(text: str) -> list[tuple[int, int]]:
+    """Word spans as BERT's basic tokenizer cuts them: whitespace, punctuation, each CJK character."""
+    spans = []
+    for _, (start, end) in _PRE_TOKENIZER.pre_tokenize_str(text):
+        run = start
+        for i in range(start, end):
+            if _is_cjk(text[i]):  # BERT's normalizer spaces these out before the pre-tokenizer runs
+                if run < i:
+                    spans.append((run, i))
+                spans.append((i, i + 1))
+                run = i + 1
+        if run < end:
+            spans.append((run, end))
+    return spans
+
+
+def _example(tokens, tags, text, spans, number, path, fmt) -> dict:
+    return {"tokens": tokens, "tags": tags, "text": text, "spans": spans, "line": number,
+            "source": str(path), "format": fmt}
+
+
+def _line(e: dict, i: int) -> int:
+    """The line of token i: CoNLL has one token a line, JSON one sentence a line."""
+    return e["line"] + i if e["format"] == "conll" else e["line"]
+
+
+def read_conll(path, labelled: bool = True) -> list[dict]:
+    """Sentences of `token ... tag` lines (tag = last column); `-DOCSTART-` lines end a sentence."""
+    examples, tokens, tags, first = [], [], [], 0
+
+    def flush():
+        if tokens:
+            text, spans = join_tokens(tokens)
+            examples.append(_example(tokens[:], tags[:] if labelled else None, text, spans, first, path, "conll"))
+            tokens.clear(), tags.clear()
+
+    for number, line in read_lines(path):
+        fields = _FIELD.findall(line)
+        if not fields or fields[0] == "-DOCSTART-":
+            flush()
+            continue
+        if labelled and len(fields) < 2:
+            raise BertkitError(f"{path}, line {number}: {line.strip()!r} has no tag column; write `token tag` "
+                               "(e.g. `Paris B-LOC`), one token a line, a blank line between sentences")
+        tag = fields[-1]
+        if labelled and tag != "O" and not (len(tag) > 2 and tag[0] in "BIES" and tag[1] == "-"):
+            raise BertkitError(f"{path}, line {number}: {tag!r} is not a valid tag; {_TAG_HELP}")
+        first = first if tokens else number
+        tokens.append(fields[0])
+        tags.append(tag)
+    flush()
+    if not examples:
+        raise BertkitError(f"{path} holds no sentences: expected CoNLL `token tag` lines with a blank line "
+                           'between sentences, or CLUENER lines {"text": ..., "label": {...}}')
+    return examples
+
+
+def _json_lines(path):
+    """(line number, object) for every non-blank line of a JSON-lines file."""
+    for number, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BertkitError(f"{path}, line {number}: not valid JSON ({e.msg}); write one object a line, "
+                               'e.g. {"text": "...", "label": {"name": {"...": [[0, 2]]}}}') from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise BertkitError(f"{path}, line {number}: expected an object with a `text` string")
+        yield number, record
+
+
+def _entity_tags(kind: str, n: int, scheme: str) -> list[str]:
+    """The tags of an n-token entity: B- I- I- (BIO); B- I- E-, or S- alone (BIOES)."""
+    if scheme == "BIOES":
+        return [f"S-{kind}"] if n == 1 else [f"B-{kind}"] + [f"I-{kind}"] * (n - 2) + [f"E-{kind}"]
+    return [f"B-{kind}"] + [f"I-{kind}"] * (n - 1)
+
+
+def _cluener_tags(label, text: str, scheme: str, where: str) -> list[str]:
+    """One tag per character from {type: {entity: [[start, end], ...]}} (end inclusive)."""
+    if not isinstance(label, dict) or not all(isinstance(v, dict) for v in label.values()):
+        raise BertkitError(f"{where}: `label` must map type -> {{entity: [[start, end], ...]}}")
+    tags = ["O"] * len(text)
+    for kind, entities in label.items():
+        for entity, spans in entities.items():
+            for span in spans:
+                if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)):
+                    raise BertkitError(f"{where}: {kind} {entity!r} has span {span!r}; write [start, end]")
+                start, end = span
+                if not 0 <= start <= end < len(text):
+                    raise BertkitError(f"{where}: {kind} span [{start}, {end}] of {entity!r} is outside the "
+                                       f"text ({len(text)} characters); spans are character indices, end inclusive")
+                if text[start:end + 1] != entity:
+                    raise BertkitError(f"{where}: {kind} span [{start}, {end}] covers {text[start:end + 1]!r}, "
+                                       f"not {entity!r}; fix the span (text[start:end+1] must equal the entity)")
+                if any(t != "O" for t in tags[start:end + 1]):
+                    raise BertkitError(f"{where}: {kind} {entity!r} [{start}, {end}] overlaps another entity; "
+                                       "BIO tags cannot nest entities: keep one of them")
+                tags[start:end + 1] = _entity_tags(kind, end - start + 1, scheme)
+    return tags
+
+
+def read_cluener(path, scheme: str = "BIO") -> list[dict]:
+    """One example a line; every character is a token, tagged from the entity spans."""
+    examples = []
+    for number, record in _json_lines(path):
+        text = record["text"]
+        if "label" not in record:
+            raise BertkitError(f"{path}, line {number}: no `label`; write \"label\": {{}} for a text "
+                               "without entities")
+        tags = _cluener_tags(record["label"], text, scheme, f"{path}, line {number}")
+        examples.append(_example(list(text), tags, text, [(i, i + 1) for i in range(len(text))],
+                                 number, path, "cluener"))
+    if not examples:
+        raise BertkitError(f"{path} holds no examples: expected one JSON object a line")
+    return examples
+
+
+def _is_json(path) -> bool:
+    """By suffix, else by the first non-blank line looking like an object (`{ O` is CoNLL)."""
+    if Path(path).suffix.lower() in (".json", ".jsonl"):
+        return True
+    first = next((line.strip() for _, line in read_lines(path) if line.strip()), "")
+    return first.startswith("{") and first.endswith("}")
+
+
+def _compact(x: torch.Tensor, where: torch.Tensor, *others: torch.Tensor):
+    """Gather each row's positions where `where` holds to its left: x [B, T, L] -> [B, W, L],
+    mask [B, W] (left-aligned, as the CRF needs), and every `others` [B, T] -> [B, W]."""
+    n = where.sum(1)  # [B]
+    width = max(int(n.max()), 1)
+    order = torch.sort((~where).int(), dim=1, stable=True).indices[:, :width]  # True positions first
+    mask = torch.arange(width, device=x.device) < n[:, None]
+    gathered = x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))
+    return (gathered, mask, *(o.gather(1, order) for o in others))
+
+
+def _viterbi(crf: CRF, emissions: list, chunk: int = 256) -> list[list[int]]:
+    """The CRF's best path for each sentence's word scores [W, L] (None: no words), batched by length."""
+    paths = [[] for _ in emissions]
+    order = sorted((i for i, x in enumerate(emissions) if x is not None), key=lambda i: len(emissions[i]))
+    for c in range(0, len(order), chunk):
+        part = order[c:c + chunk]
+        lengths = torch.tensor([len(emissions[i]) for i in part])
+        padded = torch.nn.utils.rnn.pad_sequence([emissions[i] for i in part], batch_first=True)  # [B, W, L]
+        mask = torch.arange(int(lengths.max())) < lengths[:, None]
+        for i, path in zip(part, crf.decode(padded, mask)):
+            paths[i] = path
+    return paths
+
+
+def _fill(n: int, predicted: dict[int, str]) -> list[str]:
+    """Tags of all n words from those of words with pieces: a gap inside an entity continues it."""
+    tags, gap, last = ["O"] * n, [], "O"
+    for w in range(n):
+        if w not in predicted:
+            gap.append(w)
+            continue
+        tag = predicted[w]
+        if gap and last[0] in "BI" and tag[0] in "IE" and last[2:] == tag[2:]:
+            for g in gap:
+                tags[g] = "I-" + tag[2:]
+        tags[w], gap, last = tag, [], tag
+    return tags
+
+
+class NerTask:
+    """Tag words with BIO / BIOES labels; `head="crf"` adds transition scores and Viterbi decoding."""
+
+    name = "ner"
+    main_metric = "f1"
+
+    def __init__(self, labels: list[str] | None = None, head: str = "softmax", scheme: str | None = None):
+        if head not in HEADS:
+            raise BertkitError(f"unknown NER head `{head}`{suggest(head, HEADS)}; use one of: {', '.join(HEADS)}")
+        if scheme is not None and scheme not in SCHEMES:
+            raise BertkitError(f"unknown tagging scheme `{scheme}`{suggest(scheme, SCHEMES)}; "
+                               f"use one of: {', '.join(SCHEMES)}")
+        self.labels = list(labels) if labels is not None else None
+        self.head, self.scheme, self.windowed = head, scheme, 0
+        if self.labels is not None:
+            self.scheme = scheme or ("BIOES" if any(t[0] in "ES" for t in self.labels) else "BIO")
+            allowed_transitions(self.labels, self.scheme)  # rejects labels the scheme cannot hold
+
+    def read(self, path: str) -> list[dict]:
+        return read_cluener(path, self.scheme or "BIO") if _is_json(path) else read_conll(path)
+
+    def read_inputs(self, path: str) -> list[dict]:
+        """Raw text a line (or JSON lines with `text`), split into words; CoNLL files keep their tokens."""
+        if Path(path).suffix.lower() in (".conll", ".bio"):
+            return read_conll(path, labelled=False)
+        records = _json_lines(path) if _is_json(path) else (
+            (n, {"text": line}) for n, line in read_lines(path) if line.strip())
+        examples = []
+        for number, record in records:
+            text = record["text"]
+            spans = split_words(text)
+            examples.append(_example([text[s:e] for s, e in spans], None, text, spans, number, path, "text"))
+        if not examples:
+            raise BertkitError(f"{path} holds no texts: write one text a line")
+        return examples
+
+    def fit(self, train: list[dict]) -> None:
+        if self.scheme is None:
+            self.scheme = "BIOES" if any(t[0] in "ES" for e in train for t in e["tags"]) else "BIO"
+        if self.labels is None:
+            self.labels = ["O"] + sorted({t for e in train for t in e["tags"]} - {"O"})
+        if len(self.labels) < 2 or "O" not in self.labels:
+            raise BertkitError(f"{train[0]['source']}: labels {self.labels} need `O` and at least one entity "
+                               "tag; check that the training file is tagged")
+        self._validate(train, train[0]["source"])
+
+    def check(self, examples: list[dict], source: str) -> None:
+        self._validate(examples, source)
+
+    def _validate(self, examples: list[dict], source: str) -> None:
+        """Every tag known and allowed by the scheme, every sentence a valid sequence; errors name the line."""
+        index = {t: i for i, t in enumerate(self.labels)}
+        for e in examples:
+            for i, tag in enumerate(e["tags"]):
+                if tag != "O" and tag[0] not in SCHEMES[self.scheme]:
+                    raise BertkitError(f"{source}, line {_line(e, i)}: {tag!r} is not a {self.scheme} tag; "
+                                       "pass scheme=\"BIOES\" for E-/S- tags, or retag the file")
+                if tag not in index:
+                    raise BertkitError(f"{source}, line {_line(e, i)}: tag {tag!r} never occurs in the training "
+                                       f"data (labels: {', '.join(self.labels)}); fix the tag or add training "
+                                       "sentences that use it")
+        start, trans, end = (m.tolist() for m in allowed_transitions(self.labels, self.scheme))
+        for e in examples:
+            ids = [index[t] for t in e["tags"]]
+            for i, j in enumerate(ids):
+                if not (start[j] if i == 0 else trans[ids[i - 1]][j]):
+                    self._sequence_error(source, e, i, "start a sentence" if i == 0 else
+                                         f"follow {e['tags'][i - 1]!r}")
+            if ids and not end[ids[-1]]:
+                self._sequence_error(source, e, len(ids) - 1, "end a sentence")
+
+    def _sequence_error(self, source: str, e: dict, i: int, what: str):
+        raise BertkitError(f"{source}, line {_line(e, i)}: {e['tags'][i]!r} cannot {what} in {self.scheme}; "
+                           "an entity opens with B- (IOB1 data, where it may open with I-, must be "
+                           "converted to BIO) and, in BIOES, closes with E-: fix the tags")
+
+    def featurize(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
+        size = max_length - 2  # pieces per window besides [CLS] and [SEP]
+        if size < 1:
+            raise BertkitError(f"max_length={max_length} leaves no room for text; use e.g. 128")
+        label_id = {t: i for i, t in enumerate(self.labels)}
+        start_ok, _, end_ok = (m.tolist() for m in allowed_transitions(self.labels, self.scheme))
+        encoded = tokenizer.encode_words_batch([e["tokens"] for e in examples])
+        features, self.windowed = [], 0
+        for index, (e, (ids, word_ids)) in enumerate(zip(examples, encoded)):
+            word_at, label_at = [IGNORE] * len(ids), [IGNORE] * len(ids)  # per piece: word, tag of first pieces
+            for p, w in enumerate(word_ids):
+                if p == 0 or w != word_ids[p - 1]:
+                    word_at[p] = w
+                    if e["tags"] is not None:
+                        label_at[p] = label_id[e["tags"][w]]
+            spans = windows(len(ids), size, size // 2)
+            self.windowed += len(spans) > 1
+            for s, t in spans:
+                input_ids, types = build_input(tokenizer, ids[s:t])
+                labels = [IGNORE] + label_at[s:t] + [IGNORE]
+                if len(spans) > 1:
+                    self._trim_cut_entity(labels, start_ok, end_ok)
+                features.append({"input_ids": input_ids, "token_type_ids": types, "example": index,
+                                 "label": labels, "words": [IGNORE] + word_at[s:t] + [IGNORE]})
+        if self.windowed:
+            log.info("%d of %d sentences are longer than max_length=%d and were split into overlapping "
+                     "windows (each word is tagged from the window where it is most central)",
+                     self.windowed, len(examples), max_length)
+        return features
+
+    @staticmethod
+    def _trim_cut_entity(labels: list[int], start_ok: list[bool], end_ok: list[bool]) -> None:
+        """Ignore the labels of an entity cut by the window's edges (an `I-X` first, a `B-X` last in BIOES)."""
+        tagged = [p for p, y in enumerate(labels) if y != IGNORE]
+        for p in tagged:
+            if start_ok[labels[p]]:
+                break
+            labels[p] = IGNORE
+        for p in reversed(tagged):
+            if labels[p] == IGNORE or end_ok[labels[p]]:
+                break
+            labels[p] = IGNORE
+
+    def build_model(self, config):
+        if self.labels is None:
+            raise BertkitError("the NER task has no labels yet: call fit(train) first, or pass labels=")
+        model = BertForTokenClassification(config, len(self.labels))
+        if self.head == "crf":
+            model.crf = CRF(self.labels, self.scheme)  # saved as crf.start / crf.end / crf.transitions
+        return model
+
+    def loss(self, model, batch) -> torch.Tensor:
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # [B, T, L]
+        labels = batch["label"]  # [B, T], IGNORE except on first pieces
+        tagged = labels != IGNORE
+        if not bool(tagged.any()):  # e.g. only whitespace: nothing to learn, but keep the graph
+            return logits.sum() * 0.0
+        if self.head == "softmax":
+            return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+        emissions, mask, tags = _compact(logits, tagged, labels)  # [B, W, L], [B, W], [B, W]
+        keep = mask[:, 0]  # rows with at least one tagged word (the CRF needs a first position)
+        return model.crf(emissions[keep], tags[keep], mask[keep])
+
+    def forward(self, model, batch) -> dict:
+        """{"logits": per row [n words tagged in the row, L] on the CPU, "crf": its parameters or None}."""
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).float().cpu()
+        where = (batch["words"] >= 0).cpu()
+        crf = None
+        if self.head == "crf":  # decode gets no model: hand it the learned transition scores
+            crf = {k: v.detach().float().cpu() for k, v in model.crf.state_dict().items()}
+        return {"logits": [row[keep] for row, keep in zip(logits, where)], "crf": crf}
+
+    def decode(self, outputs, features, examples) -> list[dict]:
+        rows = [row for out in outputs for row in out["logits"]]
+        crf = None
+        if self.head == "crf" and outputs:
+            crf = CRF(self.labels, self.scheme)
+            crf.load_state_dict(outputs[0]["crf"])  # what `forward` took from the model
+        # best[example][word] = (pieces to the nearer window edge, [L] scores from that window)
+        best: list[dict[int, tuple]] = [{} for _ in examples]
+        for f, row in zip(features, rows):
+            chosen, size, k = best[f["example"]], len(f["input_ids"]) - 2, 0
+            for i, w in enumerate(f["words"]):
+                if w < 0:
+                    continue
+                centrality = min(i - 1, size - i)  # window pieces sit at positions 1 .. size
+                if w not in chosen or centrality > chosen[w][0]:
+                    chosen[w] = (centrality, row[k])
+                k += 1
+        words = [sorted(chosen) for chosen in best]
+        emissions = [torch.stack([c[w][1] for w in ws]) if ws else None for c, ws in zip(best, words)]  # [W, L]
+        if crf is not None:
+            ids = _viterbi(crf, emissions)
+        else:
+            ids = [x.argmax(-1).tolist() if x is not None else [] for x in emissions]
+        predictions = []
+        for e, ws, path in zip(examples, words, ids):
+            tags = _fill(len(e["tokens"]), {w: self.labels[j] for w, j in zip(ws, path)})
+            predictions.append({"tags": tags, "entities": self.entities(tags, e)})
+        return predictions
+
+    def entities(self, tags: list[str], example: dict) -> list[dict]:
+        """Entities with end-exclusive character offsets into example["text"]. Extraction is seqeval's
+        strict mode, as in the metrics: a chunk that does not open with B- (or S-) is no entity, so a
+        softmax head's `O I-PER` yields nothing."""
+        found = Entities([tags], IOB2 if self.scheme == "BIO" else IOBES).entities[0]
+        spans, text = example["spans"], example["text"]
+        return [{"type": ent.tag, "text": text[spans[ent.start][0]:spans[ent.end - 1][1]],
+                 "start": spans[ent.start][0], "end": spans[ent.end - 1][1]} for ent in found]
+
+    def metrics(self, predictions, examples) -> dict[str, float]:
+        """Entity precision / recall / F1 (seqeval strict) and per type `TYPE_f1` etc. as flat keys."""
+        from bertkit.metrics import entity_report
+
+        report = entity_report([p["tags"] for p in predictions], [e["tags"] for e in examples], self.scheme)
+        flat = {k: report[k] for k in ("precision", "recall", "f1")}
+        for kind, values in report["per_type"].items():
+            flat.update({f"{kind}_{k}": v for k, v in values.items()})
+        return flat
+
+    def state(self) -> dict:
+        return {"task": self.name, "labels": self.labels, "head": self.head, "scheme": self.scheme}
