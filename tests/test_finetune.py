@@ -206,3 +206,51 @@ def test_multitask_sampling():
     small = sum(features[b[0]]["task"] == 1 for b in batches)
     assert len(batches) == 100 and 35 <= small <= 65  # ~50 of 100 draws, though it has 10% of the data
     assert all(len({features[i]["task"] for i in b}) == 1 for b in batches)
+
+
+def _head(src: Path, dst: Path, sentences: int) -> Path:
+    """The first `sentences` sentences of a CoNLL file."""
+    blocks = src.read_text(encoding="utf-8").split("\n\n")[:sentences]
+    dst.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
+    return dst
+
+
+@pytest.mark.parametrize("head", ["softmax", "crf"])
+def test_ner_finetune_evaluate_predict_cli(tiny_dir, wnut16_dir, tmp_path, capsys, head):
+    train = _head(wnut16_dir / "train.conll", tmp_path / "train.conll", 40)
+    out = tmp_path / "ner"
+    assert cli(["finetune", "--task", "ner", "--head", head, "--model", str(tiny_dir), "--train", str(train),
+                "--dev", str(train), "--output", str(out), "--train.epochs=1", "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"f1", "precision", "recall"} <= set(metrics)
+    assert json.loads((out / "task.json").read_text())["head"] == head
+    capsys.readouterr()
+    assert cli(["evaluate", "--model", str(out), "--data", str(train)]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(metrics)
+    text = tmp_path / "in.txt"
+    text.write_text("Barack Obama visited Paris on Monday\n", encoding="utf-8")
+    assert cli(["predict", "--model", str(out), "--input", str(text), "--output", str(tmp_path / "p.jsonl")]) == 0
+    row = json.loads((tmp_path / "p.jsonl").read_text())
+    assert row["text"] == "Barack Obama visited Paris on Monday" and len(row["tags"]) == 6
+    for entity in row["entities"]:
+        assert row["text"][entity["start"]:entity["end"]] == entity["text"]
+
+
+def test_qa_finetune_evaluate_predict_cli(tiny_dir, squad11_dir, tmp_path, capsys):
+    data = json.loads((squad11_dir / "dev.json").read_text(encoding="utf-8"))
+    small = {"version": "1.1", "data": [{"title": "t", "paragraphs": data["data"][0]["paragraphs"][:3]}]}
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(small), encoding="utf-8")
+    out = tmp_path / "qa"
+    assert cli(["finetune", "--task", "qa", "--model", str(tiny_dir), "--train", str(path), "--dev", str(path),
+                "--output", str(out), "--train.epochs=1", "--max-length=128", "--qa.doc-stride=64",
+                "--device", "cpu"]) == 0
+    assert set(json.loads((out / "metrics.json").read_text())) == {"exact_match", "f1"}
+    capsys.readouterr()
+    assert cli(["evaluate", "--model", str(out), "--data", str(path)]) == 0
+    questions = tmp_path / "q.jsonl"
+    context = small["data"][0]["paragraphs"][0]["context"]
+    questions.write_text(json.dumps({"id": "q1", "question": "Who won Super Bowl 50?", "context": context}) + "\n")
+    assert cli(["predict", "--model", str(out), "--input", str(questions), "--output", str(tmp_path / "p.jsonl")]) == 0
+    row = json.loads((tmp_path / "p.jsonl").read_text())
+    assert row["id"] == "q1" and context[row["start"]:row["end"]] == row["answer"]

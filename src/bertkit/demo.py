@@ -1,41 +1,51 @@
-"""`make demo`: fetch the real all-MiniLM-L6-v2 checkpoint and the MR movie-review sentences, encode
-2,000 sentences, and print the nearest neighbours of a few by cosine similarity."""
+"""`make demo`: fetch the real all-MiniLM-L6-v2 checkpoint and the MR movie-review sentences, fine-tune a
+sentiment classifier, report dev and test accuracy, and label a few new sentences.
+
+The same job from the command line: `bertkit finetune --config configs/mr.yaml`.
+"""
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 
-import numpy as np
-
-QUERIES = [
-    "A gorgeous, witty, seductive movie.",
+NEW_SENTENCES = [
+    "A gorgeous, witty, seductive movie that stays with you for days.",
     "The plot is nothing but boilerplate clichés from start to finish.",
-    "An utterly compelling 'who wrote it' in which the reputation of the most famous author who ever lived comes into question.",
-    "It's a lovely film with lovely performances by Buy and Accorsi.",
+    "I wanted to like it, but two hours have never felt so long.",
+    "Not a great film, but the performances make it worth seeing.",
 ]
 
 
 def main() -> int:
-    from bertkit import Encoder
-    from bertkit.data.readers import read_texts
-    from bertkit.fetch import fetch, resolve_data
+    logging.basicConfig(level=logging.INFO, format="bertkit: %(message)s", stream=sys.stderr)
+    from bertkit.config import from_dict
+    from bertkit.fetch import fetch
+    from bertkit.finetune import FinetuneConfig, evaluate_dir, finetune, load_finetuned
+    from bertkit.train.loop import predict
 
     fetch("minilm")
     fetch("mr")
-    pool = read_texts(resolve_data("mr:dev"))[:2000]
-    encoder = Encoder("minilm")  # mean pooling + L2 normalisation: MiniLM's own sentence vector
+    output = os.environ.get("BERTKIT_DEMO_OUTPUT", "runs/demo-mr")
+    cfg = from_dict(FinetuneConfig, {
+        "task": "classify", "model": "minilm", "dev": "mr:dev", "output": output, "max_length": 128,
+        "train": {"data": "mr:train", "epochs": 2, "batch_size": 32, "lr": 5e-5, "seed": 42},
+    }, source="demo")
+    print(f"fine-tuning all-MiniLM-L6-v2 on MR (8,458 sentences, 2 epochs) into {output}/ ...")
     start = time.perf_counter()
-    vectors = encoder.encode(pool, progress=True)
-    queries = encoder.encode(QUERIES)
-    took = time.perf_counter() - start
-    print(f"\nencoded {len(pool) + len(QUERIES)} sentences with all-MiniLM-L6-v2 in {took:.1f}s "
-          f"({encoder.pooling} pooling, normalize={encoder.normalize}, dim {encoder.dim})\n")
-    scores = queries @ vectors.T  # cosine: the vectors are unit length
-    for query, row in zip(QUERIES, scores):
-        print(f"query: {query}")
-        for i in np.argsort(-row)[:3]:
-            print(f"  {row[i]:.3f}  {pool[i]}")
-        print()
+    dev = finetune(cfg)
+    trained = time.perf_counter() - start
+    test = evaluate_dir(output, "mr:test")
+    print(f"\ntrained in {trained / 60:.1f} min; best dev accuracy {dev['accuracy']:.4f} "
+          f"(F1 {dev['f1']:.4f}, MCC {dev['mcc']:.4f}); test accuracy {test['accuracy']:.4f}")
+    print(f"curves: {output}/training.png, confusion matrix: {output}/confusion.png\n")
+
+    task, model, tokenizer, max_length = load_finetuned(output)
+    examples = [{"text": t, "text_b": None, "label": None} for t in NEW_SENTENCES]
+    for e, p in zip(examples, predict(model, task, task.featurize(examples, tokenizer, max_length), examples)):
+        print(f"  {p['label']:<8} {p['probabilities'][p['label']]:.3f}  {e['text']}")
+    print(f"\nmore: bertkit predict --model {output} --input your.txt --output predictions.jsonl")
     return 0
 
 

@@ -5,8 +5,10 @@ plus `task.json` (the task and its label set) and `metrics.json` (the best dev m
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import random
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from bertkit.checkpoint import atomic_write_text, load_config, load_weights, rea
 from bertkit.config import option, required, save as save_config
 from bertkit.errors import BertkitError
 from bertkit.fetch import resolve_data, resolve_model
+from bertkit.model import BertConfig
 from bertkit.tasks import get_task
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train.loop import Trainer, TrainConfig, predict, set_seed
@@ -49,7 +52,8 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     dev: str | None = option(None, "dev data: a file or a fetched name such as mr:dev")
     output: str = required("directory for the fine-tuned model, metrics.json and the training curve")
-    max_length: int = option(128, "tokens per input; longer inputs are split into overlapping windows")
+    max_length: int | None = option(None, "tokens per input (default: 384 for qa, else 128); longer "
+                                    "inputs are split into overlapping windows")
     head: str = option("softmax", "ner: softmax, or crf (decodes only valid BIO/BIOES sequences)",
                        choices=("softmax", "crf"))
     qa: QAOptions = field(default_factory=QAOptions)
@@ -59,6 +63,10 @@ class FinetuneConfig:
     temperature: float = option(2.0, "multitask, temperature sampling: 1 is proportional, larger is flatter")
     init: str = option("pretrained", "pretrained weights, or `random` to train from scratch with the "
                        "model's config (a baseline for what pretraining brings)", choices=("pretrained", "random"))
+    size: str = option("small", "init=random with a vocab-only directory (no config.json): the model size "
+                       "preset", choices=("tiny", "mini", "small", "medium", "base", "large"))
+    train_examples: int | None = option(None, "train on a seeded random sample of this many examples "
+                                        "(e.g. a SQuAD subset that fits the time you have)")
     seeds: list[int] = option([], "run once per seed (e.g. 1,2,3) and report mean and std of the dev metrics")
     resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint")
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
@@ -76,12 +84,20 @@ def _task_options(name: str, cfg: FinetuneConfig, head: str) -> dict:
     return {}
 
 
-def _load_data(task, train: str, dev: str, tokenizer, max_length: int):
+def _load_data(task, train: str, dev: str, tokenizer, max_length: int, limit: int | None = None, seed: int = 0,
+               featurize: bool = True):
     """Read, validate and featurize; every data problem is reported here, before any training."""
     train_path, dev_path = resolve_data(train, "train"), resolve_data(dev, "dev")
     train_examples, dev_examples = task.read(str(train_path)), task.read(str(dev_path))
+    if limit is not None and limit < len(train_examples):
+        log.info("training on a random sample of %d of the %d examples in %s (seed %d)", limit,
+                 len(train_examples), train_path, seed)
+        keep = sorted(random.Random(seed).sample(range(len(train_examples)), limit))
+        train_examples = [train_examples[i] for i in keep]
     task.fit(train_examples)
     task.check(dev_examples, str(dev_path))
+    if not featurize:
+        return train_examples, None, dev_examples, None
     train_features = task.featurize(train_examples, tokenizer, max_length)
     dev_features = task.featurize(dev_examples, tokenizer, max_length)
     log.info("%s: %d train examples (%d features), %d dev examples (%d features)", task.name,
@@ -94,17 +110,30 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if cfg.seeds:
         return _finetune_seeds(cfg)
     out = Path(cfg.output)
+    if cfg.max_length is None:
+        qa = cfg.task == "qa" or any(spec.task == "qa" for spec in cfg.tasks)
+        cfg = dataclasses.replace(cfg, max_length=384 if qa else 128)
     model_dir = resolve_model(cfg.model)
     tokenizer = BertTokenizer.from_dir(model_dir)
-    config = load_config(model_dir)
+    if cfg.init == "random" and not (model_dir / "config.json").is_file():
+        config = BertConfig.preset(cfg.size, vocab_size=tokenizer.vocab_size)
+        log.info("init=random: a %s BERT (%d layers, hidden %d) on %s", cfg.size, config.num_hidden_layers,
+                 config.hidden_size, tokenizer.vocab_file)
+    else:
+        config = load_config(model_dir)
     tokenizer.check_vocab_size(config.vocab_size, where=str(model_dir))
+    if cfg.max_length > config.max_position_embeddings:
+        raise BertkitError(f"--max-length {cfg.max_length} is longer than the model's "
+                           f"{config.max_position_embeddings} positions; pass --max-length "
+                           f"{config.max_position_embeddings} or less (longer inputs are windowed)")
     if cfg.task == "multitask":
         task, data = _multitask_data(cfg, tokenizer)
     else:
         if cfg.train.data is None or cfg.dev is None:
             raise BertkitError("pass --train FILE and --dev FILE (files or fetched names such as mr:train)")
         task = get_task(cfg.task, **_task_options(cfg.task, cfg, cfg.head))
-        data = _load_data(task, cfg.train.data, cfg.dev, tokenizer, cfg.max_length)
+        data = _load_data(task, cfg.train.data, cfg.dev, tokenizer, cfg.max_length, cfg.train_examples,
+                          cfg.train.seed)
     _, train_features, dev_examples, dev_features = data
 
     set_seed(cfg.train.seed)
@@ -153,7 +182,8 @@ def _multitask_data(cfg: FinetuneConfig, tokenizer):
     task = MultiTask(subs, cfg.sampling, cfg.temperature)
     train_ex, dev_ex = [], []
     for spec in cfg.tasks:
-        tr, _, dv, _ = _load_data(subs[spec.name], spec.train, spec.dev, tokenizer, cfg.max_length)
+        tr, _, dv, _ = _load_data(subs[spec.name], spec.train, spec.dev, tokenizer, cfg.max_length,
+                                  cfg.train_examples, cfg.train.seed, featurize=False)
         train_ex += task.tag(spec.name, tr)
         dev_ex += task.tag(spec.name, dv)
     return task, (train_ex, task.featurize(train_ex, tokenizer, cfg.max_length),

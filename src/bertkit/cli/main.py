@@ -9,7 +9,7 @@ from bertkit.errors import BertkitError, suggest
 
 VERBS = {
     "fetch": "download, verify and unpack a real model or data set into the cache",
-    "finetune": "train a task head (classify, regression) on a pretrained BERT",
+    "finetune": "fine-tune for classify, regression, ner, qa or multitask",
     "evaluate": "score a fine-tuned model on labelled data",
     "predict": "run a fine-tuned model over inputs (JSONL out)",
     "encode": "sentence vectors for a file of texts (.npy)",

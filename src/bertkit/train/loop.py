@@ -187,8 +187,8 @@ class Trainer:
         self.model.train()
         score = metrics[self.task.main_metric]
         self._log({"step": pos["step"], "epoch": pos["epoch"] + 1, "dev": metrics})
-        log.info("step %d: dev %s", pos["step"], ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
-                                                          if isinstance(v, float)))
+        shown = [k for k, v in metrics.items() if isinstance(v, float)][:6]  # per-type NER keys go to the file
+        log.info("step %d: dev %s", pos["step"], ", ".join(f"{k} {metrics[k]:.4f}" for k in shown))
         if pos["best"] is None or score > pos["best"]:
             pos.update(best=score, best_metrics=metrics, bad_evals=0)
             self.save_best(self.model, metrics)
