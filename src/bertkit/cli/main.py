@@ -9,6 +9,9 @@ from bertkit.errors import BertkitError, suggest
 
 VERBS = {
     "fetch": "download, verify and unpack a real model or data set into the cache",
+    "vocab": "train a WordPiece vocab.txt from raw text",
+    "pretrain-data": "raw text -> masked-LM (+NSP) training sequences, memory-mapped shards",
+    "pretrain": "pretrain BERT (masked LM + NSP), from scratch or continued; torchrun for several processes",
     "finetune": "fine-tune for classify, regression, ner, qa or multitask",
     "evaluate": "score a fine-tuned model on labelled data",
     "predict": "run a fine-tuned model over inputs (JSONL out)",
@@ -16,7 +19,7 @@ VERBS = {
 }
 
 USAGE = "usage: bertkit VERB [options]   (bertkit VERB --help for a verb's options)\n\nverbs:\n" + \
-    "\n".join(f"  {verb:<10} {text}" for verb, text in VERBS.items())
+    "\n".join(f"  {verb:<13} {text}" for verb, text in VERBS.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"bertkit: unknown verb `{verb}`{suggest(verb, VERBS)}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"bertkit.cli.{verb}")
+    module = importlib.import_module(f"bertkit.cli.{verb.replace('-', '_')}")
     try:
         return module.main(rest) or 0
     except BertkitError as e:
