@@ -1,10 +1,18 @@
-"""The one training loop. Nothing here knows about labels, spans or BERT's heads: a task supplies the
-loss, the predictions and the metrics (see `bertkit.tasks`).
+"""The one training loop, for fine-tuning and pretraining alike. Nothing here knows about labels, spans
+or BERT's heads: a task supplies the loss, the predictions and the metrics (see `bertkit.tasks`).
+
+Training data is any sequence of features (`len` and `[i]`), read one batch at a time, so it may be
+lazy (memory-mapped pretraining data), or a function `epoch -> sequence` for features that change
+from epoch to epoch (dynamic masking). A run lasts `epochs` passes or, with `max_steps`, that many
+optimiser steps, going round the data as often as needed.
 
 Exact resume: the batch order of epoch e is drawn from a generator seeded with `seed + e`, and a
 checkpoint (weights, optimiser, scheduler, RNG states, epoch and batch position) is written
 atomically at optimiser-step boundaries, so a killed run resumed with `resume=True` takes exactly
 the steps an uninterrupted run would have taken.
+
+Distributed (`torchrun`, see `bertkit.train.distributed`): the batches are global, every process
+trains on its slice of each, the loss is normalised by global counts, and only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +32,9 @@ from tqdm import tqdm
 
 from bertkit.config import option
 from bertkit.data.collate import collate, length_grouped_batches, sorted_batches
-from bertkit.train.optim import build_optimizer, linear_schedule
+from bertkit.errors import BertkitError
+from bertkit.train import distributed
+from bertkit.train.optim import OPTIMIZERS, build_optimizer, linear_schedule
 
 log = logging.getLogger("bertkit")
 
@@ -32,11 +43,16 @@ log = logging.getLogger("bertkit")
 class TrainConfig:
     data: str | None = option(None, "training data: a file or a fetched name such as mr:train")
     epochs: int = option(3, "passes over the training data")
-    batch_size: int = option(32, "examples per optimiser step (split into micro-batches by grad_accum)")
+    max_steps: int = option(0, "train for this many optimiser steps, going round the data as often as "
+                            "needed (0: `epochs` passes); pretraining is usually measured in steps")
+    batch_size: int = option(32, "examples per optimiser step (split into micro-batches by grad_accum; "
+                             "with torchrun, over all processes together)")
     grad_accum: int = option(1, "micro-batches per optimiser step")
     eval_batch_size: int = option(64, "examples per forward pass when evaluating")
+    optimizer: str = option("adamw", "adamw, or lamb (layer-wise trust ratio, for large-batch pretraining)",
+                            choices=OPTIMIZERS)
     lr: float = option(5e-5, "peak learning rate")
-    weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm)")
+    weight_decay: float = option(0.01, "weight decay (not applied to biases and LayerNorm)")
     warmup: float = option(0.1, "share of the steps spent warming the learning rate up from 0")
     max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
     eval_every: int = option(0, "evaluate every N optimiser steps (0: at the end of every epoch)")
@@ -52,21 +68,31 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
+def _rng_state(device: torch.device) -> dict:
     """RNG states as tensors and plain numbers, so the checkpoint loads with `weights_only=True`."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, py_state, py_gauss = random.getstate()
-    return {"python": [version, torch.tensor(py_state), py_gauss],
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-            "torch": torch.get_rng_state()}
+    state = {"python": [version, torch.tensor(py_state), py_gauss],
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+             "torch": torch.get_rng_state()}
+    if device.type == "cuda":  # dropout on the GPU draws from the device's own generator
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, device: torch.device) -> None:
     version, py_state, py_gauss = state["python"]
     random.setstate((version, tuple(py_state.tolist()), py_gauss))
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _rank_seed(seed: int, rank: int, step: int) -> int:
+    """A dropout seed of its own for each process after the first (which keeps `seed`)."""
+    return seed + 1_000_003 * rank + step
 
 
 def _to(batch: dict, device) -> dict:
@@ -96,61 +122,67 @@ def evaluate(model, task, features, examples, batch_size=64, pad_id=0, device="c
 class Trainer:
     """Runs `cfg` on (model, task, data) and writes into `out_dir`:
     metrics.jsonl (every logged step and evaluation), metrics.json (the best dev metrics),
-    training.png, checkpoint/ (the last resumable state) and, through `save_best`, the best model."""
+    training.png, checkpoint/ (the last resumable state) and, through `save_best`, the best model.
+    Under torchrun only rank 0 writes (and evaluates); every process trains."""
 
     def __init__(self, model, task, cfg: TrainConfig, out_dir: str | Path, save_best, pad_id: int = 0,
                  device: str | torch.device = "cpu"):
         self.model, self.task, self.cfg = model.to(device), task, cfg
+        self.dist = distributed.current()
         self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
         self.save_best, self.pad_id, self.device = save_best, pad_id, torch.device(device)
         self.state_path = self.out / "checkpoint" / "state.pt"
+        self.last_metrics: dict = {}  # the latest evaluation (pretraining reports the last, not the best)
 
     def fit(self, train_features, dev_features, dev_examples, resume: bool = False,
-            stop_after_steps: int | None = None) -> dict:
-        cfg = self.cfg
-        micro = max(1, cfg.batch_size // cfg.grad_accum)
-        lengths = [len(f["input_ids"]) for f in train_features]
-        # A task may order its own batches (multi-task sampling); the default groups by length.
-        def sampler(g: torch.Generator) -> list[list[int]]:
-            if hasattr(self.task, "train_batches"):
-                return self.task.train_batches(train_features, micro, g)
-            return length_grouped_batches(lengths, micro, g)
+            stop_after_steps: int | None = None, lengths=None) -> dict:
+        """Train and return the best dev metrics (on rank 0; {} on the other processes).
 
-        batches_per_epoch = len(sampler(torch.Generator().manual_seed(cfg.seed)))
+        `train_features`: a sequence of features, or a function `epoch -> sequence` (see the module
+        docstring). `lengths`: the features' token counts, for data where computing them would read
+        every feature; by default they are taken from `input_ids`.
+        """
+        cfg, world, rank = self.cfg, self.dist.world_size, self.dist.rank
+        features_at = train_features if callable(train_features) else (lambda epoch: train_features)
+        if lengths is None:
+            lengths = [len(f["input_ids"]) for f in features_at(0)]
+        micro = max(1, cfg.batch_size // cfg.grad_accum)  # global micro-batch: all processes together
+        if micro < world:
+            raise BertkitError(f"--train.batch-size {cfg.batch_size} with --train.grad-accum {cfg.grad_accum} "
+                               f"gives micro-batches of {micro}, fewer than the {world} processes; pass "
+                               f"--train.batch-size {world * cfg.grad_accum} or more")
+
+        # A task may order its own batches (multi-task sampling); the default groups by length.
+        def sampler(features, g: torch.Generator) -> list[list[int]]:
+            if hasattr(self.task, "train_batches"):
+                batches = self.task.train_batches(features, micro, g)
+            else:
+                batches = length_grouped_batches(lengths, micro, g)
+            # A short last batch that cannot give every process an example is dropped.
+            return [b for b in batches if len(b) >= world]
+
+        batches_per_epoch = len(sampler(features_at(0), torch.Generator().manual_seed(cfg.seed)))
         steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
-        total = steps_per_epoch * cfg.epochs
-        optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay)
+        total = cfg.max_steps or steps_per_epoch * cfg.epochs
+        optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.optimizer)
         scheduler = linear_schedule(optimizer, int(cfg.warmup * total), total)
-        pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_metrics": {}, "bad_evals": 0}
-        if resume and self.state_path.is_file():
-            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
-            self.model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
-            pos = state["position"]
-            log.info("resumed from %s at step %d (epoch %d)", self.state_path, pos["step"], pos["epoch"] + 1)
-            self._truncate_log(pos["step"])
-        elif not resume:
-            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+        pos = self._start(optimizer, scheduler, resume)
+        model = distributed.wrap(self.model, self.device)  # what the loss runs through (DDP when distributed)
         self.model.train()
-        bar = tqdm(total=total, initial=pos["step"], desc="train", unit="step")
+        bar = tqdm(total=total, initial=pos["step"], desc="train", unit="step", disable=not self.dist.is_main)
         start, tokens, running = time.perf_counter(), 0, []
-        stop = False
-        while pos["epoch"] < cfg.epochs and not stop:
-            g = torch.Generator().manual_seed(cfg.seed + pos["epoch"])
-            batches = sampler(g)
+        stop = pos["step"] >= total
+        while not stop:
+            features = features_at(pos["epoch"])
+            batches = sampler(features, torch.Generator().manual_seed(cfg.seed + pos["epoch"]))
             while pos["batch"] < len(batches):
                 group = batches[pos["batch"]: pos["batch"] + cfg.grad_accum]
-                n_examples = sum(len(b) for b in group)
-                loss_sum = 0.0
-                for idx in group:  # gradient accumulation: losses weighted by micro-batch size
-                    batch = _to(collate([train_features[i] for i in idx], self.pad_id), self.device)
-                    loss = self.task.loss(self.model, batch) * (len(idx) / n_examples)
-                    loss.backward()
-                    loss_sum += loss.item()
-                    tokens += int(batch["attention_mask"].sum())
+                micro_batches = [_to(collate([features[i] for i in idx[rank::world]], self.pad_id), self.device)
+                                 for idx in group]
+                loss_sum = self._backward(model, micro_batches)
+                tokens += sum(int(b["attention_mask"].sum()) for b in micro_batches)
                 if cfg.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
@@ -167,24 +199,87 @@ class Trainer:
                                "loss": sum(running) / len(running), "lr": scheduler.get_last_lr()[0]})
                     running = []
                 end_of_epoch = pos["batch"] >= len(batches)
-                if (cfg.eval_every and pos["step"] % cfg.eval_every == 0) or (end_of_epoch and not cfg.eval_every):
+                last = pos["step"] >= total
+                if (cfg.eval_every and pos["step"] % cfg.eval_every == 0) or (end_of_epoch and not cfg.eval_every) \
+                        or last:
                     stop = self._evaluate(pos, dev_features, dev_examples)
                 if end_of_epoch:
                     pos["epoch"], pos["batch"] = pos["epoch"] + 1, 0
-                if end_of_epoch or stop or pos["step"] % cfg.checkpoint_every == 0:
+                if end_of_epoch or stop or last or pos["step"] % cfg.checkpoint_every == 0:
                     self._checkpoint(optimizer, scheduler, pos)
-                if stop or (stop_after_steps is not None and pos["step"] >= stop_after_steps):
+                if stop or last or (stop_after_steps is not None and pos["step"] >= stop_after_steps):
                     stop = True
                 if stop or end_of_epoch:  # a new epoch draws a new batch order
                     break
         bar.close()
-        self._plot()
+        if self.dist.is_main:
+            self._plot()
         return pos["best_metrics"]
 
+    def _start(self, optimizer, scheduler, resume: bool) -> dict:
+        """The position to start from: the checkpoint's (weights, optimiser, scheduler and RNG states
+        restored) when resuming, else the beginning."""
+        if resume and self.state_path.is_file():
+            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            pos = state["position"]
+            self._restore_rng(state, pos["step"])
+            if self.dist.is_main:
+                log.info("resumed from %s at step %d (epoch %d)", self.state_path, pos["step"], pos["epoch"] + 1)
+                self._truncate_log(pos["step"])
+            return pos
+        if not resume and self.dist.is_main:
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+        if self.dist.rank > 0:
+            set_seed(_rank_seed(self.cfg.seed, self.dist.rank, 0))
+        return {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_metrics": {}, "bad_evals": 0}
+
+    def _backward(self, model, micro_batches: list[dict]) -> float:
+        """Forward and backward over one optimiser step's micro-batches; the step's mean loss.
+
+        The loss is normalised by what it averages over in the *whole* step (all micro-batches, all
+        processes): per example for ordinary tasks, or by the task's own `loss_counts` (masked
+        tokens and sentence pairs for pretraining). So the gradient is that of the mean over the
+        global batch, however it is split into micro-batches and processes.
+        """
+        world = self.dist.world_size
+        counted = hasattr(self.task, "loss_counts")
+        counts = [self.task.loss_counts(b) if counted else {"examples": len(b["input_ids"])} for b in micro_batches]
+        keys = list(counts[0])
+        totals = dict(zip(keys, distributed.all_reduce_sum([sum(c[k] for c in counts) for k in keys], self.device)))
+        loss_sum = 0.0
+        for i, (batch, count) in enumerate(zip(micro_batches, counts)):
+            # gradients are averaged over processes once, after the step's last micro-batch
+            sync = world == 1 or i == len(micro_batches) - 1
+            with nullcontext() if sync else model.no_sync():
+                if counted:
+                    loss = self.task.loss(model, batch, totals)
+                else:  # gradient accumulation: losses weighted by micro-batch size
+                    loss = self.task.loss(model, batch) * (count["examples"] / totals["examples"])
+                if world > 1:
+                    loss = loss * world  # DistributedDataParallel divides the summed gradients by `world`
+                loss.backward()
+            loss_sum += loss.item()
+        if world > 1:
+            loss_sum = distributed.all_reduce_sum([loss_sum], self.device)[0] / world
+        return loss_sum
+
     def _evaluate(self, pos, dev_features, dev_examples) -> bool:
+        """Evaluate on rank 0 (the others wait); True when training should stop early."""
+        stop = False
+        if self.dist.is_main:
+            stop = self._evaluate_main(pos, dev_features, dev_examples)
+        return distributed.broadcast_flag(stop, self.device)
+
+    def _evaluate_main(self, pos, dev_features, dev_examples) -> bool:
+        if not dev_features:
+            return False
         metrics = evaluate(self.model, self.task, dev_features, dev_examples, self.cfg.eval_batch_size,
                            self.pad_id, self.device)
         self.model.train()
+        self.last_metrics = metrics
         score = metrics[self.task.main_metric]
         self._log({"step": pos["step"], "epoch": pos["epoch"] + 1, "dev": metrics})
         shown = [k for k, v in metrics.items() if isinstance(v, float)][:6]  # per-type NER keys go to the file
@@ -201,11 +296,34 @@ class Trainer:
         return False
 
     def _checkpoint(self, optimizer, scheduler, pos) -> None:
+        """Rank 0 writes weights, optimiser, scheduler, RNG states and the global position atomically.
+        Every process's RNG state is kept, so a resume with the same number of processes is exact."""
+        rngs = distributed.gather_objects(_rng_state(self.device))
+        if not self.dist.is_main:
+            return
         self.state_path.parent.mkdir(exist_ok=True)
         tmp = self.state_path.with_name(".state.pt.tmp")
-        torch.save({"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": _rng_state(), "position": dict(pos)}, tmp)
+        state = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "rng": rngs[0], "position": dict(pos)}
+        if len(rngs) > 1:
+            state["rank_rng"] = rngs
+        torch.save(state, tmp)
         os.replace(tmp, self.state_path)
+
+    def _restore_rng(self, state: dict, step: int) -> None:
+        rank, world = self.dist.rank, self.dist.world_size
+        ranks = state.get("rank_rng") or [state["rng"]]
+        if len(ranks) == world:
+            _set_rng_state(ranks[rank], self.device)
+            return
+        # Another number of processes than the run that wrote the checkpoint: data order and
+        # positions carry over exactly (they are global); only the dropout streams start afresh.
+        _set_rng_state(state["rng"], self.device)
+        if rank > 0:
+            set_seed(_rank_seed(self.cfg.seed, rank, step))
+        if self.dist.is_main:
+            log.info("resuming a %d-process checkpoint with %d processes: same data order and position, "
+                     "new dropout streams for ranks 1 and up", len(ranks), world)
 
     def _truncate_log(self, step: int) -> None:
         """Drop records a killed run wrote after its last checkpoint: the resumed run writes them again."""
@@ -215,6 +333,8 @@ class Trainer:
             path.write_text("".join(line + "\n" for line in keep))
 
     def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 

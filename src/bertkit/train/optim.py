@@ -1,21 +1,84 @@
-"""AdamW as BERT is fine-tuned: no weight decay on biases and LayerNorm, linear warmup then decay."""
+"""Optimisers and the learning-rate schedule: AdamW as BERT is fine-tuned, LAMB as large-batch BERT is
+pretrained, both without weight decay on biases and LayerNorm; linear warmup then linear decay."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from bertkit.errors import BertkitError
+
+OPTIMIZERS = ("adamw", "lamb")
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: biases and LayerNorm parameters are 1-D and are left alone (as the paper)."""
+    """Decay matrices only: biases and LayerNorm parameters are 1-D and are left alone (as the paper).
+    `adapt` marks the group that gets LAMB's layer-wise trust ratio (AdamW ignores it)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay, "adapt": True},
+            {"params": no_decay, "weight_decay": 0.0, "adapt": False}]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-6)
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, name: str = "adamw") -> torch.optim.Optimizer:
+    if name not in OPTIMIZERS:
+        raise BertkitError(f"unknown optimizer `{name}`; use one of: {', '.join(OPTIMIZERS)}")
+    groups = param_groups(model, weight_decay)
+    if name == "lamb":
+        return Lamb(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
+    for g in groups:
+        del g["adapt"]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning: Training BERT in 76 minutes").
+
+    Adam's bias-corrected direction plus decoupled weight decay, u = m̂ / (sqrt(v̂) + eps) + wd * w, is
+    rescaled per parameter tensor ("layer") by the trust ratio ||w|| / ||u||, so every layer moves by
+    about lr times its own norm whatever the scale of its gradients; that is what keeps very large
+    batches stable. The ratio is 1 when either norm is 0 (fresh zero-initialised tensors). As in the
+    authors' TensorFlow code, groups with `adapt=False` (biases, LayerNorm) get neither the trust
+    ratio nor weight decay: w -= lr * m̂ / (sqrt(v̂) + eps).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
+                 weight_decay: float = 0.0, adapt: bool = True):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, adapt=adapt))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:  # unused this step (e.g. a frozen or idle head): no update, no decay
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0  # a plain number: the bias corrections below need no device sync
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                m_hat = m / (1 - beta1 ** t)
+                v_hat = v / (1 - beta2 ** t)
+                update = m_hat / (v_hat.sqrt() + group["eps"])
+                if group["adapt"]:
+                    if group["weight_decay"]:
+                        update.add_(p, alpha=group["weight_decay"])
+                    w_norm, u_norm = p.norm(), update.norm()
+                    trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+                    update.mul_(trust)
+                p.add_(update, alpha=-group["lr"])
+        return loss
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):

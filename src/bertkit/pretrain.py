@@ -1,0 +1,228 @@
+"""Pretrain BERT with masked LM + next sentence prediction: the library function behind `bertkit pretrain`.
+
+Data is a directory written by `bertkit pretrain-data` (`bertkit.data.pretraining`), read lazily, one
+batch at a time. The training loop is the one fine-tuning uses (`bertkit.train.loop`), with
+`bertkit.tasks.pretrain.PretrainTask` as the task; under `torchrun` it trains data-parallel
+(`bertkit.train.distributed`).
+
+Where the model comes from:
+- continued pretraining, `--model minilm` (a fetched name or any model directory with config.json and
+  weights): the encoder is loaded as is; heads the checkpoint lacks (MiniLM is a bare BertModel) are
+  initialised afresh, the MLM output projection tied to the word embeddings, and the log names them.
+- from scratch, `--model-size tiny|mini|small|medium|base|large` (BertConfig.preset) with the vocab
+  from `--vocab FILE_OR_DIR` (a vocab.txt, a directory holding one, or a fetched name such as
+  zh-vocab), or from `--model DIR` when DIR holds only vocab.txt.
+- a custom shape: a size plus `--config-overrides.KEY=VALUE` with the keys of config.json, e.g.
+  `--model-size mini --config-overrides.num-hidden-layers=6`. When hidden_size is overridden, heads
+  and intermediate size follow it (hidden / 64 and 4 x hidden) unless given too. A continued model
+  keeps its shape; only its dropout can be overridden.
+
+The held-out set: the last `--eval-instances` instances of --data, never trained on, or the first
+ones of a separate `--dev DIR`. They are masked once (epoch 0), so evaluations are comparable.
+
+The output directory is a Hugging Face model directory (config.json with `architectures:
+["BertForPreTraining"]`, model.safetensors, vocab.txt) that `transformers.BertForPreTraining`
+loads and `bertkit finetune --model DIR` fine-tunes, plus pretrain.yaml (the resolved config),
+metrics.jsonl and training.png (the curves), metrics.json (the last evaluation) and checkpoint/
+(resume with `--resume`). The saved weights are those at the end of training, not the best
+evaluation: held-out MLM accuracy keeps rising for all but the shortest runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bertkit.checkpoint import atomic_write_text, load_config, read_state_dict, load_weights, save_model
+from bertkit.config import option, required, save as save_config
+from bertkit.errors import BertkitError
+from bertkit.fetch import resolve_model
+from bertkit.model import PRESETS, BertConfig, BertForPreTraining
+from bertkit.tasks.pretrain import PretrainTask, freeze_nsp
+from bertkit.tokenizer import BertTokenizer
+from bertkit.train import distributed
+from bertkit.train.loop import Trainer, TrainConfig, set_seed
+
+log = logging.getLogger("bertkit")
+
+SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+              "max_position_embeddings", "type_vocab_size", "hidden_act", "initializer_range")
+
+
+@dataclass
+class ConfigOverrides:
+    """config.json keys that change a new model's shape (dropout may change a continued model's too)."""
+    num_hidden_layers: int | None = option(None, "Transformer layers")
+    hidden_size: int | None = option(None, "hidden size H")
+    num_attention_heads: int | None = option(None, "attention heads (default: hidden_size / 64)")
+    intermediate_size: int | None = option(None, "feed-forward size (default: 4 x hidden_size)")
+    max_position_embeddings: int | None = option(None, "longest sequence the model can take")
+    type_vocab_size: int | None = option(None, "segment types (2 for sentence pairs)")
+    hidden_act: str | None = option(None, "activation: gelu, gelu_new, relu, ...")
+    initializer_range: float | None = option(None, "std of the normal initialisation")
+    hidden_dropout_prob: float | None = option(None, "dropout after embeddings and sub-layers")
+    attention_probs_dropout_prob: float | None = option(None, "dropout on attention weights")
+
+    def given(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass
+class PretrainConfig:
+    data: str = required("pretraining data: a directory written by `bertkit pretrain-data`")
+    output: str = required("directory for the pretrained model (a Hugging Face directory), metrics and checkpoint")
+    model: str | None = option(None, "continue pretraining this model (a directory or a fetched name such as "
+                               "minilm); a directory with only vocab.txt (zh-vocab) starts from scratch")
+    model_size: str | None = option(None, "from scratch: the size (tiny L2/H128, mini L4/H256, small L4/H512, "
+                                    "medium L8/H512, base L12/H768, large L24/H1024)", choices=tuple(PRESETS))
+    vocab: str | None = option(None, "from scratch: vocab.txt, a directory holding one, or a fetched name (zh-vocab)")
+    config_overrides: ConfigOverrides = field(default_factory=ConfigOverrides, metadata={
+        "help": "from scratch: config.json keys that differ from the --model-size preset"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={
+        "help": "the training loop (as for finetune); set max_steps for pretraining"})
+    dev: str | None = option(None, "held-out pretraining data directory (default: the end of --data)")
+    eval_instances: int = option(1000, "instances evaluated every --train.eval-every steps: the last N of --data, "
+                                 "excluded from training, or the first N of --dev; 0: no evaluation")
+    resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint")
+    device: str | None = option(None, "cpu or cuda (default: cuda when available; under torchrun cuda:LOCAL_RANK)")
+
+
+class EpochView:
+    """`data.feature(i, epoch)` for the instances `indices`, as a sequence: what the loop trains on in
+    one epoch. `functools.partial(EpochView, data, indices)` is the loop's `epoch -> sequence`, so
+    dynamically masked data is re-masked every epoch."""
+
+    def __init__(self, data, indices: range, epoch: int = 0):
+        self.data, self.indices, self.epoch = data, indices, epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.data.feature(self.indices[i], self.epoch)
+
+
+def _read_vocab(name: str) -> BertTokenizer:
+    path = Path(name).expanduser()
+    if path.is_file():
+        return BertTokenizer.from_vocab(path)
+    directory = resolve_model(name)
+    if not (directory / "vocab.txt").is_file():
+        raise BertkitError(f"{directory} has no vocab.txt: pass --vocab with a vocab.txt or a directory holding one")
+    return BertTokenizer.from_dir(directory)
+
+
+def build_model(cfg: PretrainConfig):
+    """(BertForPreTraining, tokenizer): a continued checkpoint with its missing heads new, or a fresh model."""
+    model_dir = resolve_model(cfg.model) if cfg.model else None
+    overrides = cfg.config_overrides.given()
+    if model_dir is not None and (model_dir / "config.json").is_file():
+        if cfg.model_size or cfg.vocab:
+            raise BertkitError(f"--model {cfg.model} continues pretraining a model with its own shape and vocab; "
+                               "leave out --model-size and --vocab, or start from scratch with --vocab "
+                               f"{cfg.model} instead of --model")
+        shape = sorted(set(overrides) & set(SHAPE_KEYS))
+        if shape:
+            raise BertkitError(f"--config-overrides.{shape[0]} would change the shape of {cfg.model}; a continued "
+                               "model keeps its shape (only dropout can be overridden): start from scratch "
+                               "with --model-size to train another shape")
+        config = dataclasses.replace(load_config(model_dir), **overrides)
+        tokenizer = BertTokenizer.from_dir(model_dir)
+        tokenizer.check_vocab_size(config.vocab_size, where=str(model_dir / "config.json"))
+        set_seed(cfg.train.seed)
+        model = BertForPreTraining(config)
+        report = load_weights(model, read_state_dict(model_dir), source=str(model_dir))
+        fresh = [n for n in report.newly_initialised if n.startswith(("mlm.", "nsp.", "bert.pooler."))]
+        if any(n.startswith("mlm.") for n in fresh):
+            log.info("%s has no MLM head: training a fresh one (transform + bias; its output projection is "
+                     "tied to the word embeddings): %s", cfg.model, ", ".join(fresh))
+        elif fresh:
+            log.info("%s: fresh %s", cfg.model, ", ".join(fresh))
+        return model, tokenizer
+    if cfg.vocab is None and model_dir is None:
+        raise BertkitError("say which model to train: --model minilm (continue pretraining a model), or "
+                           "--model-size mini --vocab zh-vocab (from scratch with that vocab)")
+    if cfg.model_size is None:
+        raise BertkitError(f"{cfg.vocab or cfg.model} is a vocab without a model: pass --model-size "
+                           f"({', '.join(PRESETS)}) to pretrain a new model from scratch")
+    tokenizer = _read_vocab(cfg.vocab) if cfg.vocab else BertTokenizer.from_dir(model_dir)
+    if "hidden_size" in overrides:  # heads and feed-forward follow the hidden size, as in the presets
+        overrides.setdefault("num_attention_heads", max(1, overrides["hidden_size"] // 64))
+        overrides.setdefault("intermediate_size", 4 * overrides["hidden_size"])
+    config = BertConfig.preset(cfg.model_size, vocab_size=tokenizer.vocab_size, **overrides)
+    log.info("from scratch: %d layers, hidden %d, %d heads, feed-forward %d, vocab %d (%s)",
+             config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size,
+             config.vocab_size, tokenizer.vocab_file)
+    set_seed(cfg.train.seed)
+    return BertForPreTraining(config), tokenizer
+
+
+def _heldout(cfg: PretrainConfig, data, config: BertConfig):
+    """(training indices, held-out features): the held-out instances come from the end of --data or
+    from --dev, masked as in epoch 0; each feature's `example` is its index in the held-out set."""
+    from bertkit.data.pretraining import PretrainingData
+
+    n = max(0, cfg.eval_instances)
+    if cfg.dev:
+        source = PretrainingData(cfg.dev, vocab_size=config.vocab_size)
+        if source.nsp != data.nsp:
+            raise BertkitError(f"--dev {cfg.dev} was built with nsp={source.nsp} but --data {cfg.data} with "
+                               f"nsp={data.nsp}; build both with the same `bertkit pretrain-data` options")
+        held, train = range(min(n, len(source))), range(len(data))
+    else:
+        if n and n >= len(data):
+            raise BertkitError(f"--eval-instances {n} leaves nothing to train on: {cfg.data} holds {len(data)} "
+                               f"instances; pass a smaller --eval-instances (or 0), or a separate --dev DIR")
+        source, held, train = data, range(len(data) - n, len(data)), range(len(data) - n)
+    features = [{**source.feature(i, 0), "example": k} for k, i in enumerate(held)]
+    return train, features
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Train `cfg`, save the model into `cfg.output`; the last held-out metrics (rank 0; {} elsewhere)."""
+    info = distributed.init_distributed(cfg.device)
+    try:
+        return _pretrain(cfg, info)
+    finally:
+        distributed.shutdown()
+
+
+def _pretrain(cfg: PretrainConfig, info: distributed.Dist) -> dict:
+    from bertkit.data.pretraining import PretrainingData
+
+    if cfg.train.data is not None:
+        raise BertkitError(f"pretraining reads --data DIR; --train {cfg.train.data} is for finetune")
+    PretrainingData(cfg.data)  # a missing or broken data directory fails before a model is loaded
+    model, tokenizer = build_model(cfg)
+    config = model.bert.config
+    data = PretrainingData(cfg.data, vocab_size=config.vocab_size)
+    task = PretrainTask(nsp=data.nsp)
+    if data.max_seq_length > config.max_position_embeddings:
+        raise BertkitError(f"{cfg.data} holds sequences of up to {data.max_seq_length} tokens but the model has "
+                           f"{config.max_position_embeddings} positions; rebuild the data with --max-seq-length "
+                           f"{config.max_position_embeddings} or less")
+    train_indices, dev_features = _heldout(cfg, data, config)
+    if not data.nsp:
+        frozen = freeze_nsp(model)
+        log.info("%s has no sentence pairs: MLM only; the pooler and NSP head are kept as they are (%s)",
+                 cfg.data, ", ".join(frozen))
+    log.info("%s: %d instances for training, %d held out", data, len(train_indices), len(dev_features))
+    out = Path(cfg.output)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "pretrain.yaml")
+    device = distributed.device_for(cfg.device, info)
+    trainer = Trainer(model, task, cfg.train, out, save_best=lambda trained, metrics: None,
+                      pad_id=tokenizer.pad_id, device=device)
+    lengths = data.lengths[train_indices.start:train_indices.stop]
+    trainer.fit(functools.partial(EpochView, data, train_indices), dev_features, dev_features,
+                resume=cfg.resume, lengths=lengths)
+    if info.is_main:
+        save_model(trainer.model, out, tokenizer)
+        if trainer.last_metrics:  # (none when resuming a run that had already finished)
+            atomic_write_text(out / "metrics.json", json.dumps(trainer.last_metrics, indent=2))
+        log.info("saved the pretrained model to %s", out)
+    return trainer.last_metrics
