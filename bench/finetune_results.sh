@@ -11,7 +11,7 @@ run() {  # name, then finetune arguments
   /usr/bin/time -f "$name: %e s" "$BERTKIT" finetune "$@" --output "runs/$name" 2>&1 | tr '\r' '\n' | grep -v '^train:\|^predict' || true
 }
 want() { [ $# -eq 0 ] || [[ " $* " == *" $NAME "* ]]; }
-for NAME in mr wnut16 wnut16-crf multitask qnli peoples-daily-ner squad11; do
+for NAME in mr wnut16 wnut16-crf multitask qnli squad11 peoples-daily-ner; do
   want "$@" || continue
   case $NAME in
     mr) run mr --config configs/mr.yaml ;;
