@@ -17,7 +17,8 @@ from bertkit.data.collate import IGNORE, collate
 from bertkit.errors import BertkitError
 from bertkit.model import BertConfig
 from bertkit.tasks.crf import CRF
-from bertkit.tasks.ner import NerTask, join_tokens, split_words
+from bertkit.data.tagging import join_tokens, split_words
+from bertkit.tasks.ner import NerTask
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train.loop import predict
 

@@ -21,18 +21,17 @@ Shapes: B = batch, T = pieces, W = tagged words in a row, L = labels.
 """
 from __future__ import annotations
 
-import json
 import logging
-import re
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from seqeval.scheme import IOB2, IOBES, Entities
-from tokenizers.pre_tokenizers import BertPreTokenizer
 
 from bertkit.data.collate import IGNORE
 from bertkit.data.readers import read_lines
+from bertkit.data.tagging import (is_json_lines, json_lines, make_example, read_cluener, read_conll,
+                                  split_words, token_line)
 from bertkit.errors import BertkitError, suggest
 from bertkit.model import BertForTokenClassification
 from bertkit.tasks import build_input, windows
@@ -41,162 +40,6 @@ from bertkit.tasks.crf import CRF, SCHEMES, allowed_transitions
 log = logging.getLogger("bertkit")
 
 HEADS = ("softmax", "crf")
-_FIELD = re.compile(r"[^ \t]+")  # CoNLL columns: split on spaces and tabs only, so a token may be "\u3000"
-# BERT's CJK ideograph blocks (google-research `_is_chinese_char`), CJK punctuation, full-width forms.
-_CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
-        (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F), (0x3000, 0x303F), (0xFF00, 0xFFEF))
-_CJK_CHAR = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _CJK) + "]")
-_PRE_TOKENIZER = BertPreTokenizer()  # BERT's split on whitespace and punctuation, with char offsets
-_TAG_HELP = ("use O, B-TYPE and I-TYPE (BIO) or also E-TYPE and S-TYPE (BIOES); convert other schemes "
-             "(IOB1, BILOU) to BIO first")
-
-
-def _is_cjk(token: str) -> bool:
-    """True for a single CJK character."""
-    return _CJK_CHAR.fullmatch(token) is not None
-
-
-def join_tokens(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
-    """(text, char span of each token): single spaces, none between two one-character CJK tokens."""
-    parts, spans, pos = [], [], 0
-    cjk = [_is_cjk(t) for t in tokens]
-    for i, token in enumerate(tokens):
-        if i and not (cjk[i] and cjk[i - 1]):
-            parts.append(" ")
-            pos += 1
-        parts.append(token)
-        spans.append((pos, pos + len(token)))
-        pos += len(token)
-    return "".join(parts), spans
-
-
-def split_words(text: str) -> list[tuple[int, int]]:
-    """Word spans as BERT's basic tokenizer cuts them: whitespace, punctuation, each CJK character."""
-    spans = []
-    for _, (start, end) in _PRE_TOKENIZER.pre_tokenize_str(text):
-        run = start
-        for i in range(start, end):
-            if _is_cjk(text[i]):  # BERT's normalizer spaces these out before the pre-tokenizer runs
-                if run < i:
-                    spans.append((run, i))
-                spans.append((i, i + 1))
-                run = i + 1
-        if run < end:
-            spans.append((run, end))
-    return spans
-
-
-def _example(tokens, tags, text, spans, number, path, fmt) -> dict:
-    return {"tokens": tokens, "tags": tags, "text": text, "spans": spans, "line": number,
-            "source": str(path), "format": fmt}
-
-
-def _line(e: dict, i: int) -> int:
-    """The line of token i: CoNLL has one token a line, JSON one sentence a line."""
-    return e["line"] + i if e["format"] == "conll" else e["line"]
-
-
-def read_conll(path, labelled: bool = True) -> list[dict]:
-    """Sentences of `token ... tag` lines (tag = last column); `-DOCSTART-` lines end a sentence."""
-    examples, tokens, tags, first = [], [], [], 0
-
-    def flush():
-        if tokens:
-            text, spans = join_tokens(tokens)
-            examples.append(_example(tokens[:], tags[:] if labelled else None, text, spans, first, path, "conll"))
-            tokens.clear(), tags.clear()
-
-    for number, line in read_lines(path):
-        fields = _FIELD.findall(line)
-        if not fields or fields[0] == "-DOCSTART-":
-            flush()
-            continue
-        if labelled and len(fields) < 2:
-            raise BertkitError(f"{path}, line {number}: {line.strip()!r} has no tag column; write `token tag` "
-                               "(e.g. `Paris B-LOC`), one token a line, a blank line between sentences")
-        tag = fields[-1]
-        if labelled and tag != "O" and not (len(tag) > 2 and tag[0] in "BIES" and tag[1] == "-"):
-            raise BertkitError(f"{path}, line {number}: {tag!r} is not a valid tag; {_TAG_HELP}")
-        first = first if tokens else number
-        tokens.append(fields[0])
-        tags.append(tag)
-    flush()
-    if not examples:
-        raise BertkitError(f"{path} holds no sentences: expected CoNLL `token tag` lines with a blank line "
-                           'between sentences, or CLUENER lines {"text": ..., "label": {...}}')
-    return examples
-
-
-def _json_lines(path):
-    """(line number, object) for every non-blank line of a JSON-lines file."""
-    for number, line in read_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BertkitError(f"{path}, line {number}: not valid JSON ({e.msg}); write one object a line, "
-                               'e.g. {"text": "...", "label": {"name": {"...": [[0, 2]]}}}') from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise BertkitError(f"{path}, line {number}: expected an object with a `text` string")
-        yield number, record
-
-
-def _entity_tags(kind: str, n: int, scheme: str) -> list[str]:
-    """The tags of an n-token entity: B- I- I- (BIO); B- I- E-, or S- alone (BIOES)."""
-    if scheme == "BIOES":
-        return [f"S-{kind}"] if n == 1 else [f"B-{kind}"] + [f"I-{kind}"] * (n - 2) + [f"E-{kind}"]
-    return [f"B-{kind}"] + [f"I-{kind}"] * (n - 1)
-
-
-def _cluener_tags(label, text: str, scheme: str, where: str) -> list[str]:
-    """One tag per character from {type: {entity: [[start, end], ...]}} (end inclusive)."""
-    if not isinstance(label, dict) or not all(isinstance(v, dict) for v in label.values()):
-        raise BertkitError(f"{where}: `label` must map type -> {{entity: [[start, end], ...]}}")
-    tags = ["O"] * len(text)
-    for kind, entities in label.items():
-        for entity, spans in entities.items():
-            for span in spans:
-                if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)):
-                    raise BertkitError(f"{where}: {kind} {entity!r} has span {span!r}; write [start, end]")
-                start, end = span
-                if not 0 <= start <= end < len(text):
-                    raise BertkitError(f"{where}: {kind} span [{start}, {end}] of {entity!r} is outside the "
-                                       f"text ({len(text)} characters); spans are character indices, end inclusive")
-                if text[start:end + 1] != entity:
-                    raise BertkitError(f"{where}: {kind} span [{start}, {end}] covers {text[start:end + 1]!r}, "
-                                       f"not {entity!r}; fix the span (text[start:end+1] must equal the entity)")
-                if any(t != "O" for t in tags[start:end + 1]):
-                    raise BertkitError(f"{where}: {kind} {entity!r} [{start}, {end}] overlaps another entity; "
-                                       "BIO tags cannot nest entities: keep one of them")
-                tags[start:end + 1] = _entity_tags(kind, end - start + 1, scheme)
-    return tags
-
-
-def read_cluener(path, scheme: str = "BIO") -> list[dict]:
-    """One example a line; every character is a token, tagged from the entity spans."""
-    examples = []
-    for number, record in _json_lines(path):
-        text = record["text"]
-        if "label" not in record:
-            raise BertkitError(f"{path}, line {number}: no `label`; write \"label\": {{}} for a text "
-                               "without entities")
-        tags = _cluener_tags(record["label"], text, scheme, f"{path}, line {number}")
-        examples.append(_example(list(text), tags, text, [(i, i + 1) for i in range(len(text))],
-                                 number, path, "cluener"))
-    if not examples:
-        raise BertkitError(f"{path} holds no examples: expected one JSON object a line")
-    return examples
-
-
-def _is_json(path) -> bool:
-    """By suffix, else by the first non-blank line looking like an object (`{ O` is CoNLL)."""
-    if Path(path).suffix.lower() in (".json", ".jsonl"):
-        return True
-    first = next((line.strip() for _, line in read_lines(path) if line.strip()), "")
-    return first.startswith("{") and first.endswith("}")
-
-
 def _compact(x: torch.Tensor, where: torch.Tensor, *others: torch.Tensor):
     """Gather each row's positions where `where` holds to its left: x [B, T, L] -> [B, W, L],
     mask [B, W] (left-aligned, as the CRF needs), and every `others` [B, T] -> [B, W]."""
@@ -256,19 +99,19 @@ class NerTask:
             allowed_transitions(self.labels, self.scheme)  # rejects labels the scheme cannot hold
 
     def read(self, path: str) -> list[dict]:
-        return read_cluener(path, self.scheme or "BIO") if _is_json(path) else read_conll(path)
+        return read_cluener(path, self.scheme or "BIO") if is_json_lines(path) else read_conll(path)
 
     def read_inputs(self, path: str) -> list[dict]:
         """Raw text a line (or JSON lines with `text`), split into words; CoNLL files keep their tokens."""
         if Path(path).suffix.lower() in (".conll", ".bio"):
             return read_conll(path, labelled=False)
-        records = _json_lines(path) if _is_json(path) else (
+        records = json_lines(path) if is_json_lines(path) else (
             (n, {"text": line}) for n, line in read_lines(path) if line.strip())
         examples = []
         for number, record in records:
             text = record["text"]
             spans = split_words(text)
-            examples.append(_example([text[s:e] for s, e in spans], None, text, spans, number, path, "text"))
+            examples.append(make_example([text[s:e] for s, e in spans], None, text, spans, number, path, "text"))
         if not examples:
             raise BertkitError(f"{path} holds no texts: write one text a line")
         return examples
@@ -292,10 +135,10 @@ class NerTask:
         for e in examples:
             for i, tag in enumerate(e["tags"]):
                 if tag != "O" and tag[0] not in SCHEMES[self.scheme]:
-                    raise BertkitError(f"{source}, line {_line(e, i)}: {tag!r} is not a {self.scheme} tag; "
+                    raise BertkitError(f"{source}, line {token_line(e, i)}: {tag!r} is not a {self.scheme} tag; "
                                        "pass scheme=\"BIOES\" for E-/S- tags, or retag the file")
                 if tag not in index:
-                    raise BertkitError(f"{source}, line {_line(e, i)}: tag {tag!r} never occurs in the training "
+                    raise BertkitError(f"{source}, line {token_line(e, i)}: tag {tag!r} never occurs in the training "
                                        f"data (labels: {', '.join(self.labels)}); fix the tag or add training "
                                        "sentences that use it")
         start, trans, end = (m.tolist() for m in allowed_transitions(self.labels, self.scheme))
@@ -309,7 +152,7 @@ class NerTask:
                 self._sequence_error(source, e, len(ids) - 1, "end a sentence")
 
     def _sequence_error(self, source: str, e: dict, i: int, what: str):
-        raise BertkitError(f"{source}, line {_line(e, i)}: {e['tags'][i]!r} cannot {what} in {self.scheme}; "
+        raise BertkitError(f"{source}, line {token_line(e, i)}: {e['tags'][i]!r} cannot {what} in {self.scheme}; "
                            "an entity opens with B- (IOB1 data, where it may open with I-, must be "
                            "converted to BIO) and, in BIOES, closes with E-: fix the tags")
 
