@@ -21,6 +21,7 @@ from bertkit.tokenizer import BertTokenizer
 log = logging.getLogger("bertkit")
 
 POOLINGS = ("cls", "mean", "max", "pooler")
+BACKENDS = ("torch", "onnx", "onnx-int8")  # onnx: model.onnx of an exported directory; onnx-int8: model.int8.onnx
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, pooled: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,12 +72,13 @@ class Encoder:
 
     `model` is a model directory or a fetched name; `pooling` / `normalize` default to what the
     model was trained for; `layer` picks a hidden layer (-1 the last, 0 the embeddings); `max_length`
-    defaults to the model's own limit.
+    defaults to the model's own limit. `backend="onnx"` runs the graph `bertkit export` wrote (CPU,
+    last layer only); "onnx-int8" its int8 version.
     """
 
     def __init__(self, model: str | Path, pooling: str | None = None, layer: int = -1,
                  normalize: bool | None = None, max_length: int | None = None, batch_size: int = 32,
-                 device: str | None = None):
+                 device: str | None = None, backend: str = "torch"):
         from bertkit.fetch import resolve_model
 
         model_dir = resolve_model(str(model))
@@ -85,8 +87,19 @@ class Encoder:
         self.normalize = default_normalize if normalize is None else normalize
         if self.pooling not in POOLINGS:
             raise BertkitError(f"unknown pooling `{self.pooling}`: use one of {', '.join(POOLINGS)}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model: BertModel = load_model(model_dir, BertModel).to(self.device)
+        if backend not in BACKENDS:
+            raise BertkitError(f"unknown backend `{backend}`: use one of {', '.join(BACKENDS)}")
+        if backend == "torch":
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.model: BertModel = load_model(model_dir, BertModel).to(self.device)
+        else:
+            from bertkit.export import load_onnx
+
+            if layer != -1:
+                raise BertkitError(f"--layer {layer} needs --backend torch: the ONNX graph returns the "
+                                   "last layer only")
+            self.device = torch.device("cpu")
+            self.model = load_onnx(model_dir, int8=backend == "onnx-int8").to(device or "cpu")
         self.tokenizer = BertTokenizer.from_dir(model_dir)
         config = self.model.config
         self.tokenizer.check_vocab_size(config.vocab_size, where=str(model_dir))

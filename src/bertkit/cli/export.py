@@ -1,0 +1,29 @@
+"""bertkit export: a model directory -> ONNX (optionally int8), checked against PyTorch."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from bertkit.config import option, parse_args, required
+from bertkit.export import FORMATS, QUANTIZE, export_dir
+
+
+@dataclass
+class ExportConfig:
+    model: str = required("model directory (plain or fine-tuned) or fetched name, e.g. minilm")
+    output: str = required("directory for model.onnx, the tokenizer files and export.json")
+    format: str = option("onnx", "what to export to", choices=FORMATS)
+    quantize: str | None = option(None, "also write model.int8.onnx (dynamic int8 quantisation)",
+                                  choices=QUANTIZE)
+    dev: str | None = option(None, "fine-tuned models: dev data; with --quantize int8 the task metric is "
+                             "compared before and after, and a drop over --max-drop stops the export")
+    max_drop: float = option(1.0, "largest allowed drop of the dev metric, in points (0.01 accuracy/F1; "
+                             "1.0 for QA's 0-100 F1)")
+    force: bool = option(False, "write model.int8.onnx even when the dev metric drops too much")
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_args(ExportConfig, argv, prog="bertkit export")
+    report = export_dir(cfg.model, cfg.output, cfg.format, cfg.quantize, cfg.dev, cfg.force, cfg.max_drop)
+    print(json.dumps(report, indent=2))
+    return 0
