@@ -10,13 +10,15 @@ import numpy as np
 
 from bertkit.config import option, parse_args, required
 from bertkit.encode import POOLINGS, Encoder
+from bertkit.errors import BertkitError
+from bertkit.encode.encoder import BACKENDS
 
 log = logging.getLogger("bertkit")
 
 
 @dataclass
 class EncodeConfig:
-    model: str = required("model directory or fetched name, e.g. minilm")
+    model: str | None = option(None, "model directory or fetched name, e.g. minilm (not with --server)")
     input: str = required("texts: one a line, JSONL/TSV with a `text` field, or a data name like mr:dev")
     output: str = required("where to write the vectors: a .npy file, one float32 row per text")
     pooling: str | None = option(None, "how token vectors become one vector (default: the model's own)",
@@ -28,6 +30,21 @@ class EncodeConfig:
                                     "own limit); longer texts are cut, with a warning")
     allow_empty: bool = option(False, "encode empty lines as empty texts instead of stopping with an error")
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
+    server: str | None = option(None, "encode on a running `bertkit serve` at this URL instead of loading "
+                                "the model here, e.g. http://127.0.0.1:8000")
+    backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
+                          choices=BACKENDS)
+
+
+def _encode_remote(cfg: EncodeConfig, texts: list[str]) -> tuple[np.ndarray, str]:
+    """Vectors from `bertkit serve`, in requests of at most `batch_size` texts (the server batches them)."""
+    from bertkit.client import Client
+
+    with Client(cfg.server) as client:
+        max_texts = max(1, cfg.batch_size)
+        parts = [client.encode(texts[i: i + max_texts], pooling=cfg.pooling, layer=cfg.layer,
+                               normalize=cfg.normalize) for i in range(0, len(texts), max_texts)]
+    return np.concatenate(parts), f"server {cfg.server}"
 
 
 def main(argv: list[str]) -> int:
@@ -35,17 +52,27 @@ def main(argv: list[str]) -> int:
     from bertkit.fetch import resolve_data
 
     cfg = parse_args(EncodeConfig, argv, prog="bertkit encode")
+    if (cfg.model is None) == (cfg.server is None):
+        raise BertkitError("pass --model DIR to encode here, or --server URL to encode on a running "
+                           "`bertkit serve` (not both)")
+    if cfg.server is not None and (cfg.max_length is not None or cfg.backend != "torch"):
+        raise BertkitError("--max-length and --backend are the server's settings; drop them when using --server")
     texts = read_texts(resolve_data(cfg.input), allow_empty=cfg.allow_empty)
-    encoder = Encoder(cfg.model, pooling=cfg.pooling, layer=cfg.layer, normalize=cfg.normalize,
-                      max_length=cfg.max_length, batch_size=cfg.batch_size, device=cfg.device)
     start = time.perf_counter()
-    vectors = encoder.encode(texts, progress=True)
+    if cfg.server is not None:
+        vectors, how = _encode_remote(cfg, texts)
+    else:
+        encoder = Encoder(cfg.model, pooling=cfg.pooling, layer=cfg.layer, normalize=cfg.normalize,
+                          max_length=cfg.max_length, batch_size=cfg.batch_size, device=cfg.device,
+                          backend=cfg.backend)
+        vectors = encoder.encode(texts, progress=True)
+        how = f"pooling {encoder.pooling}, layer {encoder.layer}, normalize {encoder.normalize}"
     seconds = time.perf_counter() - start
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.npy")
     np.save(tmp, vectors)
     tmp.replace(out)
-    log.info("%d texts -> %s %s (pooling %s, layer %d, normalize %s), %.1f texts/s", len(texts), out,
-             list(vectors.shape), encoder.pooling, encoder.layer, encoder.normalize, len(texts) / seconds)
+    log.info("%d texts -> %s %s (%s), %.1f texts/s", len(texts), out, list(vectors.shape), how,
+             len(texts) / max(seconds, 1e-9))
     return 0

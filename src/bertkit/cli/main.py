@@ -16,6 +16,8 @@ VERBS = {
     "evaluate": "score a fine-tuned model on labelled data",
     "predict": "run a fine-tuned model over inputs (JSONL out)",
     "encode": "sentence vectors for a file of texts (.npy)",
+    "export": "a model directory -> ONNX (optionally int8), checked against PyTorch",
+    "serve": "HTTP server: /encode, /similarity, /predict/TASK with dynamic batching",
 }
 
 USAGE = "usage: bertkit VERB [options]   (bertkit VERB --help for a verb's options)\n\nverbs:\n" + \

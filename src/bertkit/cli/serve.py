@@ -1,0 +1,91 @@
+"""bertkit serve: an HTTP server for sentence vectors, similarity and fine-tuned predictions.
+
+    bertkit serve --model minilm --task sentiment=runs/mr --task ner=runs/wnut --port 8000
+
+Docs at http://HOST:PORT/docs; see bertkit.encode.server for the endpoints.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bertkit.config import option, parse_args
+from bertkit.errors import BertkitError
+
+log = logging.getLogger("bertkit")
+
+
+@dataclass
+class ServeConfig:
+    model: str | None = option(None, "sentence-vector model directory or fetched name, e.g. minilm "
+                               "(POST /encode, /similarity)")
+    task: list[str] = option([], "fine-tuned models as NAME=DIR (repeat --task, or comma-separate): "
+                             "POST /predict/NAME")
+    host: str = option("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
+    port: int = option(8000, "port to listen on")
+    backend: str = option("torch", "inference backend", choices=("torch",))
+    max_batch: int = option(64, "most texts in one batched forward pass")
+    max_wait_ms: float = option(5.0, "how long the first request of a batch waits for others")
+    max_queue: int = option(1024, "texts queued per model before requests are answered 503 (Retry-After)")
+    max_texts: int = option(256, "most texts in one request")
+    max_chars: int = option(20_000, "most characters in one text")
+    batch_size: int = option(32, "texts per forward pass inside a batch (sorted by length)")
+    device: str | None = option(None, "cpu or cuda (default: cuda when available)")
+
+
+def _join_repeated(argv: list[str], flag: str) -> list[str]:
+    """`--task a=x --task b=y` -> `--task a=x,b=y` (the config parser keeps the last of repeated flags)."""
+    values, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == flag and i + 1 < len(argv):
+            values.append(argv[i + 1])
+            i += 2
+            continue
+        if arg.startswith(flag + "="):
+            values.append(arg[len(flag) + 1:])
+        else:
+            rest.append(arg)
+        i += 1
+    return rest + ([flag, ",".join(values)] if values else [])
+
+
+def parse_tasks(specs: list[str]) -> dict[str, str]:
+    tasks = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise BertkitError(f"--task {spec!r}: write NAME=DIR, e.g. --task sentiment=runs/mr")
+        if name in tasks:
+            raise BertkitError(f"--task {name} is given twice ({tasks[name]} and {path}); give each task its own name")
+        tasks[name] = path
+    return tasks
+
+
+def build_app(cfg: ServeConfig):
+    from bertkit.encode import Encoder
+    from bertkit.encode.server import Limits, PredictEngine, create_app
+    from bertkit.finetune import load_finetuned
+
+    tasks = parse_tasks(cfg.task)
+    if cfg.model is None and not tasks:
+        raise BertkitError("nothing to serve: pass --model DIR (vectors) and/or --task NAME=DIR (predictions)")
+    encoder = Encoder(cfg.model, batch_size=cfg.batch_size, device=cfg.device) if cfg.model else None
+    predictors = {name: PredictEngine(*load_finetuned(path, cfg.device), batch_size=cfg.batch_size)
+                  for name, path in tasks.items()}
+    limits = Limits(max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, max_queue=cfg.max_queue,
+                    max_texts=cfg.max_texts, max_chars=cfg.max_chars)
+    for name in ("max_batch", "max_queue", "max_texts", "max_chars"):
+        if getattr(cfg, name) < 1:
+            raise BertkitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    return create_app(encoder, predictors, limits)
+
+
+def main(argv: list[str]) -> int:
+    import uvicorn
+
+    cfg = parse_args(ServeConfig, _join_repeated(argv, "--task"), prog="bertkit serve")
+    app = build_app(cfg)
+    log.info("serving on http://%s:%d (docs at /docs)", cfg.host, cfg.port)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=30)
+    return 0

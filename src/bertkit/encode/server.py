@@ -1,0 +1,339 @@
+"""`bertkit serve`: sentence vectors, similarity and fine-tuned predictions over HTTP (FastAPI).
+
+Endpoints: POST /encode, POST /similarity, POST /predict/{task}, GET /health, GET /metrics, and
+FastAPI's /docs. Every model sits behind a `Batcher` (see batcher.py), so concurrent requests share
+forward passes. Errors are JSON `{"error": "..."}` saying what to send instead; only a model failure
+(500) and a full queue (503, with Retry-After) are 5xx.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from bertkit.encode.batcher import Batcher, Metrics, QueueFull
+from bertkit.encode.encoder import POOLINGS, Encoder, pool
+
+log = logging.getLogger("bertkit")
+
+
+@dataclass
+class Limits:
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+    max_queue: int = 1024
+    max_texts: int = 256
+    max_chars: int = 20_000
+    retry_after_s: int = 1
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# --- Engines: what a batch of items becomes (run in the batcher's worker thread) ------------------------
+
+class EncodeEngine:
+    """Items (text, pooling, layer, normalize) -> float32 vectors; one forward pass per length-sorted chunk,
+    each row pooled its own way, so requests with different options still share batches."""
+
+    def __init__(self, encoder: Encoder):
+        self.encoder = encoder
+        self.defaults = {"pooling": encoder.pooling, "layer": encoder.layer, "normalize": encoder.normalize}
+        self.num_layers = encoder.model.config.num_hidden_layers
+        self.dim = encoder.dim
+        self.has_pooler = getattr(encoder.model, "pooler", None) is not None
+
+    @torch.inference_mode()
+    def __call__(self, items: list[tuple[str, str, int, bool]]) -> list[np.ndarray]:
+        enc = self.encoder
+        ids = enc.tokenize([text for text, *_ in items])
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+        out: list[np.ndarray | None] = [None] * len(items)
+        for c in range(0, len(order), enc.batch_size):
+            chunk = order[c: c + enc.batch_size]
+            width = max(len(ids[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), width), enc.tokenizer.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+                mask[row, : len(ids[i])] = 1
+            input_ids, mask = input_ids.to(enc.device), mask.to(enc.device)
+            needs_hidden = any(items[i][2] != -1 for i in chunk)
+            result = enc.model(input_ids, mask, output_hidden_states=needs_hidden)
+            for row, i in enumerate(chunk):
+                _, pooling, layer, normalize = items[i]
+                hidden = result.last_hidden_state if layer == -1 else result.hidden_states[layer]
+                pooled = result.pooler_output[row: row + 1] if layer == -1 and result.pooler_output is not None \
+                    else None
+                v = pool(hidden[row: row + 1], mask[row: row + 1], pooling, pooled)
+                if normalize:
+                    v = torch.nn.functional.normalize(v, p=2, dim=-1)
+                out[i] = v[0].float().cpu().numpy()
+        return out
+
+
+class PredictEngine:
+    """Examples -> the task's predictions, as `bertkit predict` makes them (same featurize and decode)."""
+
+    def __init__(self, task, model, tokenizer, max_length: int, batch_size: int = 64):
+        self.task, self.model, self.tokenizer, self.max_length = task, model, tokenizer, max_length
+        self.batch_size = batch_size
+
+    def examples(self, inputs: list[dict]) -> list[dict]:
+        """Examples as the task's `read_inputs` builds them from a file, from request inputs."""
+        from bertkit.data.tagging import make_example, split_words
+
+        examples = []
+        for n, record in enumerate(inputs):
+            if self.task.name == "ner":
+                text = record["text"]
+                spans = split_words(text)
+                examples.append(make_example([text[s:e] for s, e in spans], None, text, spans, n, "request", "text"))
+            elif self.task.name == "qa":
+                examples.append({"id": str(record.get("id") or f"input-{n}"), "question": record["question"],
+                                 "context": record["context"], "answers": [], "impossible": False,
+                                 "line": f"input {n}", "source": "request"})
+            else:
+                examples.append({"text": record["text"], "text_b": record.get("text_b") or None, "label": None,
+                                 "line": n, "source": "request"})
+        return examples
+
+    def __call__(self, examples: list[dict]) -> list[dict]:
+        from bertkit.train.loop import predict
+
+        features = self.task.featurize(examples, self.tokenizer, self.max_length)
+        device = next(self.model.parameters()).device
+        preds = predict(self.model, self.task, features, examples, self.batch_size, self.tokenizer.pad_id, device)
+        keep = ("id", "text", "text_b", "question")
+        return [{**{k: e[k] for k in keep if e.get(k) is not None}, **p} for e, p in zip(examples, preds)]
+
+
+# --- Request bodies -----------------------------------------------------------------------------------
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncodeRequest(_Body):
+    texts: list[str] = Field(description="the texts to encode")
+    pooling: Literal["cls", "mean", "max", "pooler"] | None = Field(None, description="default: the model's")
+    layer: int | None = Field(None, description="hidden layer: -1 the last, 0 the embeddings")
+    normalize: bool | None = Field(None, description="L2-normalise (default: the model's)")
+    encoding: Literal["float", "base64"] = Field("float", description="base64: little-endian float32, row-major")
+
+
+class SimilarityRequest(_Body):
+    pairs: list[tuple[str, str]] | None = Field(None, description="[[a, b], ...] -> one score per pair")
+    query: str | None = Field(None, description="with `texts`: the score of each text against the query")
+    texts: list[str] | None = None
+    pooling: Literal["cls", "mean", "max", "pooler"] | None = None
+    layer: int | None = None
+
+
+class PairInput(_Body):
+    text: str | None = None
+    text_b: str | None = None
+    question: str | None = None
+    context: str | None = None
+    id: str | None = None
+
+
+class PredictRequest(_Body):
+    texts: list[str] | None = Field(None, description="classify / ner: one text per input")
+    inputs: list[PairInput] | None = Field(None, description='[{"text", "text_b"}] or qa: [{"question", "context"}]')
+
+
+USAGE = {
+    "/encode": '{"texts": ["a sentence", ...], "pooling": "mean", "normalize": true, "encoding": "float"}',
+    "/similarity": '{"pairs": [["a", "b"], ...]} or {"query": "q", "texts": ["a", ...]}',
+    "/predict": '{"texts": ["a text", ...]} or {"inputs": [{"text": "a", "text_b": "b"}]} '
+                '(qa: {"inputs": [{"question": "q", "context": "c"}]})',
+}
+
+
+def _usage(path: str) -> str:
+    key = "/predict" if path.startswith("/predict") else path
+    return USAGE.get(key, "")
+
+
+def _check_texts(texts: list[str], limits: Limits, field: str = "texts") -> None:
+    if not texts:
+        raise ApiError(400, f"`{field}` is empty: send at least one text")
+    if len(texts) > limits.max_texts:
+        raise ApiError(413, f"{len(texts)} texts in one request; send at most {limits.max_texts} "
+                            "(split the list into several requests)")
+    if len(texts) > limits.max_queue:
+        raise ApiError(413, f"{len(texts)} texts is more than the server queues ({limits.max_queue}); send fewer")
+    for i, t in enumerate(texts):
+        if len(t) > limits.max_chars:
+            raise ApiError(413, f"{field}[{i}] has {len(t)} characters; the limit is {limits.max_chars} "
+                                "(cut the text, or start the server with a larger --max-chars)")
+        if not t.strip():
+            raise ApiError(400, f"{field}[{i}] is empty; send non-empty texts")
+
+
+# --- The app ------------------------------------------------------------------------------------------
+
+def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | None = None,
+               limits: Limits | None = None, encode_engine=None) -> FastAPI:
+    """The FastAPI app; `encode_engine` replaces the engine built from `encoder` (tests use slow stubs)."""
+    limits = limits or Limits()
+    predictors = predictors or {}
+    metrics = Metrics()
+    engine = encode_engine or (EncodeEngine(encoder) if encoder is not None else None)
+    batchers = {}
+    if engine is not None:
+        batchers["encode"] = Batcher(engine, limits.max_batch, limits.max_wait_ms, limits.max_queue, metrics, "encoder")
+    for name, p in predictors.items():
+        batchers[f"predict/{name}"] = Batcher(p, limits.max_batch, limits.max_wait_ms, limits.max_queue, metrics, name)
+    metrics.queue_depth = lambda: sum(b.pending for b in batchers.values())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        for b in batchers.values():
+            b.start()
+        yield
+        for b in batchers.values():  # uvicorn has finished the requests in flight; drain what is queued
+            await b.stop()
+
+    app = FastAPI(title="bertkit", description="BERT sentence vectors and fine-tuned predictions",
+                  lifespan=lifespan)
+    app.state.metrics, app.state.batchers, app.state.limits = metrics, batchers, limits
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        endpoint = request.url.path if request.url.path in ("/encode", "/similarity", "/health", "/metrics") \
+            else ("/predict" if request.url.path.startswith("/predict/") else "other")
+        metrics.request(endpoint, response.status_code, time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError):
+        headers = {"Retry-After": str(limits.retry_after_s)} if e.status == 503 else None
+        return JSONResponse({"error": e.message}, status_code=e.status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, e: Exception):  # a server bug: still JSON, still a message, still alive
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}"}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, e: RequestValidationError):
+        problems = []
+        for err in e.errors():
+            where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+            if err.get("type") == "json_invalid":
+                problems.append("the body is not valid JSON")
+            elif where == "body":
+                problems.append("the body must be a JSON object (with Content-Type: application/json)")
+            elif err.get("type") == "extra_forbidden":
+                problems.append(f"unknown field `{where}`")
+            else:
+                problems.append(f"`{where}`: {err.get('msg')}")
+        message = "; ".join(dict.fromkeys(problems))
+        return JSONResponse({"error": f"{message}; send {_usage(request.url.path)}"}, status_code=422)
+
+    async def run(key: str, items: list) -> list:
+        try:
+            return await batchers[key].submit(items)
+        except QueueFull as e:
+            raise ApiError(503, f"the server is busy ({e}); retry after {limits.retry_after_s} s") from e
+        except Exception as e:  # noqa: BLE001 - a model failure answers 500 and the server carries on
+            log.exception("%s failed", key)
+            raise ApiError(500, f"the model failed on this batch: {type(e).__name__}: {e}") from e
+
+    def encode_items(texts, pooling, layer, normalize):
+        if engine is None:
+            raise ApiError(404, "no encoder is loaded: start the server with --model DIR")
+        defaults = getattr(engine, "defaults", {"pooling": "cls", "layer": -1, "normalize": False})
+        layer = defaults["layer"] if layer is None else layer
+        n = getattr(engine, "num_layers", None)
+        if n is not None and not -(n + 1) <= layer <= n:
+            raise ApiError(422, f"layer {layer} does not exist: send 0 (embeddings) to {n}, or -1 to -{n + 1}")
+        if pooling == "pooler" and (layer != -1 or not getattr(engine, "has_pooler", True)):
+            raise ApiError(422, 'pooling "pooler" needs the model\'s pooler and layer -1; send "cls", "mean" '
+                                'or "max", or layer -1')
+        opts = (pooling or defaults["pooling"], layer, defaults["normalize"] if normalize is None else normalize)
+        return [(t, *opts) for t in texts]
+
+    @app.post("/encode")
+    async def encode(body: EncodeRequest):
+        _check_texts(body.texts, limits)
+        vectors = np.stack(await run("encode", encode_items(body.texts, body.pooling, body.layer, body.normalize)))
+        if body.encoding == "base64":
+            data = base64.b64encode(vectors.astype("<f4").tobytes()).decode("ascii")
+            return {"vectors": data, "shape": list(vectors.shape), "dtype": "float32"}
+        return {"vectors": vectors.tolist(), "shape": list(vectors.shape)}
+
+    @app.post("/similarity")
+    async def similarity(body: SimilarityRequest):
+        if body.pairs is not None and (body.query is None and body.texts is None):
+            flat = [t for pair in body.pairs for t in pair]
+            _check_texts(flat, limits, "pairs")
+        elif body.pairs is None and body.query is not None and body.texts is not None:
+            flat = [body.query, *body.texts]
+            _check_texts(body.texts, limits)
+            _check_texts(flat, limits, "query+texts")
+        else:
+            raise ApiError(422, f"send either `pairs` or `query` with `texts`: {USAGE['/similarity']}")
+        v = np.stack(await run("encode", encode_items(flat, body.pooling, body.layer, True)))
+        if body.pairs is not None:
+            scores = (v[0::2] * v[1::2]).sum(-1)
+        else:
+            scores = v[1:] @ v[0]
+        return {"scores": [float(s) for s in scores]}
+
+    @app.post("/predict/{task}")
+    async def predict(task: str, body: PredictRequest):
+        if task not in predictors:
+            loaded = ", ".join(predictors) or "none (start the server with --task NAME=DIR)"
+            raise ApiError(404, f"no task `{task}` is loaded; loaded tasks: {loaded}")
+        p = predictors[task]
+        if (body.texts is None) == (body.inputs is None):
+            raise ApiError(422, f"send either `texts` or `inputs`: {USAGE['/predict']}")
+        if p.task.name == "qa":
+            if body.inputs is None:
+                raise ApiError(422, f'task `{task}` answers questions: send {{"inputs": [{{"question": "q", '
+                                    '"context": "c"}]}')
+            inputs = [i.model_dump() for i in body.inputs]
+            for n, i in enumerate(inputs):
+                if not (i["question"] or "").strip() or not (i["context"] or "").strip():
+                    raise ApiError(422, f"inputs[{n}] needs a non-empty `question` and `context`")
+            _check_texts([i["context"] for i in inputs], limits, "inputs")
+        else:
+            inputs = [{"text": t} for t in body.texts] if body.texts is not None else \
+                [i.model_dump() for i in body.inputs]
+            for n, i in enumerate(inputs):
+                if i.get("text") is None:
+                    raise ApiError(422, f'inputs[{n}] has no `text`; send {{"text": "...", "text_b": "..."}}')
+            _check_texts([i["text"] for i in inputs], limits, "texts" if body.texts is not None else "inputs")
+        return {"predictions": await run(f"predict/{task}", p.examples(inputs))}
+
+    @app.get("/health")
+    async def health():
+        info = {"status": "ok", "tasks": {n: p.task.name for n, p in predictors.items()},
+                "queue_depth": metrics.queue_depth()}
+        if engine is not None:
+            info["encoder"] = {**getattr(engine, "defaults", {}), "dim": getattr(engine, "dim", None)}
+        return info
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus():
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app

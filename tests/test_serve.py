@@ -1,0 +1,299 @@
+"""`bertkit serve` and `bertkit.client.Client`: the real MiniLM over HTTP, tiny fine-tuned models behind
+/predict, dynamic batching under concurrent load, back-pressure (503), validation and model failures."""
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from bertkit.cli.main import main as cli
+from bertkit.client import Client
+from bertkit.encode import Encoder
+from bertkit.encode.server import Limits, PredictEngine, create_app
+from bertkit.errors import BertkitError
+from bertkit.finetune import load_finetuned, predict_file
+
+from test_finetune import _finetune, _head, _slice, tiny_dir  # noqa: F401 - tiny_dir is a fixture
+
+TEXTS = ["the movie was wonderful and moving", "a dull , tedious mess", "Barack Obama visited Paris on Monday",
+         "I love New York in the spring"]
+
+
+@contextlib.contextmanager
+def serving(app):
+    """Run `app` on uvicorn in a background thread on a free port; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+class StubEngine:
+    """A fake encoder: vector [len(text), 1, 0]; sleeps `delay` per batch; fails on texts holding 'boom'."""
+    defaults = {"pooling": "cls", "layer": -1, "normalize": False}
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+
+    def __call__(self, items):
+        time.sleep(self.delay)
+        if any("boom" in text for text, *_ in items):
+            raise RuntimeError("boom in the model")
+        return [np.array([len(text), 1.0, 0.0], dtype=np.float32) for text, *_ in items]
+
+
+@pytest.fixture(scope="module")
+def encoder(minilm_dir):
+    return Encoder(minilm_dir)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_dir, mr_dir, wnut16_dir, tmp_path_factory):  # noqa: F811
+    """A tiny classifier (mr, 1 epoch) and NER model (wnut16, 40 sentences, 1 epoch)."""
+    d = tmp_path_factory.mktemp("runs")
+    train = _slice(mr_dir / "train.tsv", d / "train.tsv", 20)
+    assert _finetune(tiny_dir, train, train, d / "cls", "--train.epochs=1") == 0
+    conll = _head(wnut16_dir / "train.conll", d / "train.conll", 40)
+    assert cli(["finetune", "--task", "ner", "--model", str(tiny_dir), "--train", str(conll), "--dev", str(conll),
+                "--output", str(d / "ner"), "--train.epochs=1", "--device", "cpu"]) == 0
+    return {"sentiment": d / "cls", "ner": d / "ner"}
+
+
+@pytest.fixture(scope="module")
+def api(encoder, runs):
+    predictors = {name: PredictEngine(*load_finetuned(path, "cpu")) for name, path in runs.items()}
+    with TestClient(create_app(encoder, predictors, Limits(max_texts=8, max_chars=200))) as client:
+        yield client
+
+
+@pytest.fixture
+def stub():
+    with TestClient(create_app(None, {}, Limits(max_texts=4, max_chars=50), encode_engine=StubEngine())) as client:
+        yield client
+
+
+def test_encode_is_the_published_minilm_vector_and_equals_the_encoder(api, encoder, minilm_dir):
+    r = api.post("/encode", json={"texts": ["This is an example sentence", *TEXTS]})
+    assert r.status_code == 200, r.text
+    v = np.array(r.json()["vectors"], dtype=np.float32)
+    assert r.json()["shape"] == [5, 384]
+    assert round(float(v[0, 0]), 4) == 0.0677 and round(float(v[0, 1]), 4) == 0.0635
+    np.testing.assert_allclose(v, encoder.encode(["This is an example sentence", *TEXTS]), atol=1e-5)
+    # base64: little-endian float32, row-major, the same numbers
+    r = api.post("/encode", json={"texts": TEXTS, "encoding": "base64"}).json()
+    b = np.frombuffer(base64.b64decode(r["vectors"]), dtype="<f4").reshape(r["shape"])
+    np.testing.assert_allclose(b, v[1:], atol=1e-5)
+    # per-request options give what an Encoder built with them gives
+    r = api.post("/encode", json={"texts": TEXTS, "pooling": "cls", "layer": -2, "normalize": False}).json()
+    other = Encoder(minilm_dir, pooling="cls", layer=-2, normalize=False)
+    np.testing.assert_allclose(np.array(r["vectors"]), other.encode(TEXTS), atol=1e-4)
+
+
+def test_similarity_worked_example(api, encoder):
+    a, b, c = "A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."
+    pairs = api.post("/similarity", json={"pairs": [[a, b], [a, c]]}).json()["scores"]
+    query = api.post("/similarity", json={"query": a, "texts": [b, c]}).json()["scores"]
+    v = encoder.encode([a, b, c])
+    assert pairs == pytest.approx([float(v[0] @ v[1]), float(v[0] @ v[2])], abs=1e-5)
+    assert query == pytest.approx(pairs, abs=1e-5)
+    assert pairs[0] > 0.5 > pairs[1]  # the paraphrase scores high, the unrelated sentence low
+
+
+def test_predict_equals_predict_file(api, runs, tmp_path):
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    for name in ("sentiment", "ner"):
+        r = api.post(f"/predict/{name}", json={"texts": TEXTS})
+        assert r.status_code == 200, r.text
+        got, want = r.json()["predictions"], predict_file(str(runs[name]), str(inputs), device="cpu")
+        assert len(got) == len(TEXTS)
+        for g, w in zip(got, want):
+            assert g.keys() == w.keys()
+            for key in g:
+                assert g[key] == (pytest.approx(w[key], abs=1e-5) if key == "probs" else w[key]), key
+    ner = api.post("/predict/ner", json={"texts": TEXTS}).json()["predictions"]
+    assert all(len(p["tags"]) == len(t.split()) for p, t in zip(ner, TEXTS))
+    pair = api.post("/predict/sentiment", json={"inputs": [{"text": "good", "text_b": "fine"}]})
+    assert pair.status_code == 200 and pair.json()["predictions"][0]["text_b"] == "fine"
+
+
+@pytest.mark.parametrize("path, body, status, says", [
+    ("/encode", "{not json", 422, "not valid JSON"),
+    ("/encode", "[1, 2]", 422, "must be a JSON object"),
+    ("/encode", {"texts": "one string"}, 422, '"texts": ["a sentence"'),
+    ("/encode", {"texts": [1, 2]}, 422, "texts.0"),
+    ("/encode", {"text": ["a"]}, 422, "unknown field `text`"),
+    ("/encode", {"texts": []}, 400, "at least one text"),
+    ("/encode", {"texts": ["a"] * 5}, 413, "at most 4"),
+    ("/encode", {"texts": ["x" * 51]}, 413, "limit is 50"),
+    ("/encode", {"texts": ["  "]}, 400, "texts[0] is empty"),
+    ("/encode", {"texts": ["a"], "pooling": "sum"}, 422, "pooling"),
+    ("/encode", {"texts": ["a"], "encoding": "hex"}, 422, "base64"),
+    ("/similarity", {"pairs": [["a"]]}, 422, "pairs"),
+    ("/similarity", {"texts": ["a"]}, 422, "either `pairs` or `query`"),
+    ("/predict/nope", {"texts": ["a"]}, 404, "loaded tasks: none"),
+])
+def test_bad_requests_get_4xx_saying_what_to_send(stub, path, body, status, says):
+    if isinstance(body, str):
+        r = stub.post(path, content=body, headers={"Content-Type": "application/json"})
+    else:
+        r = stub.post(path, json=body)
+    assert r.status_code == status, r.text
+    assert says in r.json()["error"]
+
+
+def test_qa_predict_equals_predict_file(tiny_dir, squad11_dir, tmp_path):  # noqa: F811
+    data = json.loads((squad11_dir / "dev.json").read_text(encoding="utf-8"))
+    paragraphs = data["data"][0]["paragraphs"][:2]
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}))
+    assert cli(["finetune", "--task", "qa", "--model", str(tiny_dir), "--train", str(small), "--dev", str(small),
+                "--output", str(tmp_path / "qa"), "--train.epochs=1", "--max-length=64", "--qa.doc-stride=32",
+                "--device", "cpu"]) == 0
+    inputs = [{"id": f"q{i}", "question": qa["question"], "context": p["context"]}
+              for i, (p, qa) in enumerate((p, qa) for p in paragraphs for qa in p["qas"][:2])]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(i) + "\n" for i in inputs))
+    want = predict_file(str(tmp_path / "qa"), str(questions), device="cpu")
+    app = create_app(None, {"squad": PredictEngine(*load_finetuned(tmp_path / "qa", "cpu"))})
+    with TestClient(app) as client:
+        got = client.post("/predict/squad", json={"inputs": inputs}).json()["predictions"]
+        assert got == want and all(i["context"][g["start"]:g["end"]] == g["answer"] for i, g in zip(inputs, got))
+        r = client.post("/predict/squad", json={"texts": ["a"]})
+        assert r.status_code == 422 and '"question"' in r.json()["error"]
+
+
+def test_unknown_task_names_the_loaded_ones(api):
+    r = api.post("/predict/sentimnt", json={"texts": ["a"]})
+    assert r.status_code == 404 and "sentiment, ner" in r.json()["error"]
+    r = api.post("/predict/ner", json={"texts": ["a"], "inputs": [{"text": "a"}]})
+    assert r.status_code == 422 and "either `texts` or `inputs`" in r.json()["error"]
+    r = api.post("/encode", json={"texts": ["a"], "layer": 7})
+    assert r.status_code == 422 and "layer 7 does not exist: send 0 (embeddings) to 6" in r.json()["error"]
+    r = api.post("/encode", json={"texts": ["a"], "pooling": "pooler", "layer": -2})
+    assert r.status_code == 422 and "layer -1" in r.json()["error"]
+
+
+def test_model_failure_is_a_500_and_the_server_carries_on(stub):
+    r = stub.post("/encode", json={"texts": ["boom"]})
+    assert r.status_code == 500 and "boom in the model" in r.json()["error"]
+    assert stub.get("/health").json()["status"] == "ok"
+    assert stub.post("/encode", json={"texts": ["fine"]}).json()["vectors"] == [[4.0, 1.0, 0.0]]
+    metrics = stub.get("/metrics").text
+    assert 'bertkit_requests_total{endpoint="/encode",status="500"} 1' in metrics
+    assert 'bertkit_requests_total{endpoint="/encode",status="200"} 1' in metrics
+
+
+def _metric(text: str, name: str) -> float:
+    return float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.M).group(1))
+
+
+def test_concurrent_requests_are_batched(encoder):
+    app = create_app(encoder, {}, Limits(max_batch=64, max_wait_ms=100))
+    with serving(app) as url, Client(url) as client, ThreadPoolExecutor(20) as pool:
+        vectors = list(pool.map(lambda t: client.encode([t]), [f"sentence number {i}" for i in range(20)]))
+        metrics = client.metrics()
+    assert all(v.shape == (1, 384) for v in vectors)
+    batches, items = _metric(metrics, "bertkit_batch_size_count"), _metric(metrics, "bertkit_batch_size_sum")
+    singles = _metric(metrics, 'bertkit_batch_size_bucket{le="1"}')
+    assert items == 20 and batches < 20 and batches - singles >= 1  # some batch held several requests
+    assert _metric(metrics, "bertkit_queue_depth") == 0
+    np.testing.assert_allclose(vectors[3][0], encoder.encode(["sentence number 3"])[0], atol=1e-5)
+
+
+def test_full_queue_answers_503_with_retry_after_and_the_client_retries():
+    app = create_app(None, {}, Limits(max_batch=1, max_wait_ms=0, max_queue=2), encode_engine=StubEngine(0.3))
+    with serving(app) as url:
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda i: httpx.post(f"{url}/encode", json={"texts": [f"t{i}"]}, timeout=30),
+                                      range(8)))
+        codes = sorted(r.status_code for r in responses)
+        assert 503 in codes and 200 in codes, codes
+        busy = next(r for r in responses if r.status_code == 503)
+        assert busy.headers["Retry-After"] == "1" and "busy" in busy.json()["error"]
+        with Client(url, retries=10) as client, ThreadPoolExecutor(4) as pool:  # retries ride out the load
+            out = list(pool.map(lambda i: client.encode(["abc"]), range(4)))
+        assert all(v.tolist() == [[3.0, 1.0, 0.0]] for v in out)
+        with Client(url, retries=0) as client:
+            assert client.health()["status"] == "ok"
+
+
+def test_client_round_trip_and_errors(encoder, runs, tmp_path):
+    predictors = {"sentiment": PredictEngine(*load_finetuned(runs["sentiment"], "cpu"))}
+    with serving(create_app(encoder, predictors)) as url, Client(url) as client:
+        v = client.encode(TEXTS)
+        assert v.dtype == np.float32 and v.shape == (4, 384)
+        np.testing.assert_array_equal(v, np.array(httpx.post(f"{url}/encode", json={"texts": TEXTS}).json()["vectors"],
+                                                  dtype=np.float32))
+        assert client.similarity(query=TEXTS[0], texts=TEXTS[:2])[0] == pytest.approx(1.0, abs=1e-5)
+        assert client.similarity(pairs=[(TEXTS[0], TEXTS[0])]) == pytest.approx([1.0], abs=1e-5)
+        preds = client.predict("sentiment", TEXTS[:2])
+        assert [p["text"] for p in preds] == TEXTS[:2] and all(p["label"] in ("negative", "positive") for p in preds)
+        assert client.health()["tasks"] == {"sentiment": "classify"}
+        with pytest.raises(BertkitError, match="404: no task `ner` is loaded; loaded tasks: sentiment"):
+            client.predict("ner", ["a"])
+        # `bertkit encode --server URL` writes what the local encoder writes, in requests of --batch-size texts
+        source = tmp_path / "texts.txt"
+        source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+        assert cli(["encode", "--server", url, "--input", str(source), "--output", str(tmp_path / "v.npy"),
+                    "--batch-size", "3"]) == 0
+        np.testing.assert_allclose(np.load(tmp_path / "v.npy"), encoder.encode(TEXTS), atol=1e-5)
+        assert cli(["encode", "--input", str(source), "--output", str(tmp_path / "w.npy")]) == 2  # no --model
+    with pytest.raises(BertkitError, match="is `bertkit serve` running"):
+        Client(url, timeout=2).health()
+
+
+def test_serve_cli_options():
+    from bertkit.cli.serve import _join_repeated, parse_tasks
+
+    assert _join_repeated(["--task", "a=x", "--port", "1", "--task=b=y"], "--task") == \
+        ["--port", "1", "--task", "a=x,b=y"]
+    assert parse_tasks(["a=x", "b=y"]) == {"a": "x", "b": "y"}
+    with pytest.raises(BertkitError, match="write NAME=DIR"):
+        parse_tasks(["runs/mr"])
+    assert cli(["serve"]) == 2  # nothing to serve: the error says to pass --model or --task
+    assert cli(["serve", "--backend", "onnx"]) == 2
+
+
+def test_shutdown_finishes_requests_in_flight():
+    app = create_app(None, {}, Limits(max_wait_ms=0), encode_engine=StubEngine(0.5))
+    with ThreadPoolExecutor(1) as pool:
+        with serving(app) as url:
+            pending = pool.submit(httpx.post, f"{url}/encode", json={"texts": ["abcd"]}, timeout=30)
+            time.sleep(0.2)  # the request is inside the model when the server is told to stop
+        assert not pending.done() or pending.result().status_code == 200
+        assert pending.result().json()["vectors"] == [[4.0, 1.0, 0.0]]
+
+
+def test_serve_builds_the_app_from_cli_options(minilm_dir, runs):
+    from bertkit.cli.serve import ServeConfig, build_app
+
+    cfg = ServeConfig(model=str(minilm_dir), task=[f"sentiment={runs['sentiment']}"], max_texts=2)
+    with TestClient(build_app(cfg)) as client:
+        assert client.get("/health").json()["encoder"] == {"pooling": "mean", "layer": -1, "normalize": True,
+                                                          "dim": 384}
+        assert client.post("/encode", json={"texts": ["a", "b", "c"]}).status_code == 413
+        assert "/predict/{task}" in client.get("/openapi.json").json()["paths"]
+        assert client.get("/docs").status_code == 200
