@@ -67,3 +67,43 @@ def corpus_en_dir():
 @pytest.fixture(scope="session")
 def corpus_zh_dir():
     return fetched_path("corpus-zh")
+
+
+@pytest.fixture(scope="session")
+def en(minilm_dir):
+    """MiniLM's uncased English WordPiece tokenizer."""
+    from bertkit.tokenizer import BertTokenizer
+
+    return BertTokenizer.from_dir(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def zh(zh_vocab_dir):
+    """The Chinese (bert-base-chinese) WordPiece tokenizer."""
+    from bertkit.tokenizer import BertTokenizer
+
+    return BertTokenizer.from_dir(zh_vocab_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, minilm_dir):
+    import torch
+
+    from bertkit.checkpoint import save_model
+    from bertkit.model import BertConfig, BertModel
+    from bertkit.tokenizer import BertTokenizer
+
+    """A random-init 2-layer BERT (hidden 32) with MiniLM's uncased vocab, saved as a HF directory."""
+    tokenizer = BertTokenizer.from_dir(minilm_dir)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    return save_model(BertModel(config), tmp_path_factory.mktemp("tiny"), tokenizer)
+
+
+@pytest.fixture(scope="session")
+def mr_small(tmp_path_factory, mr_dir):
+    from helpers import slice_tsv
+
+    d = tmp_path_factory.mktemp("mr")
+    return slice_tsv(mr_dir / "train.tsv", d / "train.tsv", 48), slice_tsv(mr_dir / "dev.tsv", d / "dev.tsv", 16)

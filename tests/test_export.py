@@ -20,7 +20,7 @@ from bertkit.model import (BertConfig, BertForQuestionAnswering, BertForSequence
                            BertForTokenClassification, BertModel)
 from bertkit.tokenizer import BertTokenizer
 
-from test_finetune import _finetune, mr_small, tiny_dir  # noqa: F401  (fixtures)
+from helpers import run_finetune
 
 TINY = dict(vocab_size=1200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=64, max_position_embeddings=64)
@@ -139,10 +139,10 @@ def test_encode_cli_with_onnx_backend(minilm_onnx, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_classify(tmp_path_factory, tiny_dir, mr_small):  # noqa: F811
+def tiny_classify(tmp_path_factory, tiny_dir, mr_small):
     train, dev = mr_small
     out = tmp_path_factory.mktemp("classify")
-    assert _finetune(tiny_dir, train, dev, out, "--train.epochs=1") == 0
+    assert run_finetune(tiny_dir, train, dev, out, "--train.epochs=1") == 0
     return out, dev
 
 

@@ -2,7 +2,6 @@
 run writes, exact resume after a kill, seeds, the learning itself, and errors raised before training."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -14,52 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertkit.checkpoint import save_model
 from bertkit.cli.main import main as cli
-from bertkit.errors import BertkitError
-from bertkit.model import BertConfig, BertModel
-from bertkit.tokenizer import BertTokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, minilm_dir):
-    """A random-init 2-layer BERT (hidden 32) with MiniLM's uncased vocab, saved as a HF directory."""
-    tokenizer = BertTokenizer.from_dir(minilm_dir)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    return save_model(BertModel(config), tmp_path_factory.mktemp("tiny"), tokenizer)
-
-
-def _slice(src: Path, dst: Path, per_label: int) -> Path:
-    """The first `per_label` rows of each label of a text/label TSV."""
-    with open(src, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    keep, seen = [], {}
-    for row in rows:
-        if seen.get(row["label"], 0) < per_label:
-            seen[row["label"]] = seen.get(row["label"], 0) + 1
-            keep.append(row)
-    dst.write_text("text\tlabel\n" + "".join(f"{r['text']}\t{r['label']}\n" for r in keep), encoding="utf-8")
-    return dst
-
-
-@pytest.fixture(scope="module")
-def mr_small(tmp_path_factory, mr_dir):
-    d = tmp_path_factory.mktemp("mr")
-    return _slice(mr_dir / "train.tsv", d / "train.tsv", 48), _slice(mr_dir / "dev.tsv", d / "dev.tsv", 16)
-
-
-def _finetune(tiny_dir, train, dev, out, *extra) -> int:
-    return cli(["finetune", "--task", "classify", "--model", str(tiny_dir), "--train", str(train),
-                "--dev", str(dev), "--output", str(out), "--max-length", "48", "--train.batch-size=16",
-                "--train.lr=1e-3", "--train.log-every=1", "--device", "cpu", *extra])
+from helpers import head_conll, run_finetune, slice_tsv
 
 
 def test_finetune_evaluate_predict_cli(tiny_dir, mr_small, tmp_path, capsys):
     train, dev = mr_small
     out = tmp_path / "run"
-    assert _finetune(tiny_dir, train, dev, out, "--train.epochs=2", "--max-length=128") == 0
+    assert run_finetune(tiny_dir, train, dev, out, "--train.epochs=2", "--max-length=128") == 0
     for name in ("config.json", "model.safetensors", "vocab.txt", "task.json", "metrics.json",
                  "metrics.jsonl", "training.png", "confusion.png", "finetune.yaml", "checkpoint/state.pt"):
         assert (out / name).is_file(), name
@@ -98,7 +59,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_dir, mr_small, tmp_pat
     """SIGKILL a run mid-training, resume it: the final weights equal those of a run never stopped."""
     train, dev = mr_small
     args = ["--train.epochs=3", "--train.checkpoint-every=1", "--train.batch-size=8"]
-    assert _finetune(tiny_dir, train, dev, tmp_path / "whole", *args) == 0
+    assert run_finetune(tiny_dir, train, dev, tmp_path / "whole", *args) == 0
 
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "bertkit.cli.main", "finetune", "--task", "classify", "--model", str(tiny_dir),
@@ -121,7 +82,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_dir, mr_small, tmp_pat
     proc.wait()
     step = torch.load(state, weights_only=True)["position"]["step"]
     assert step >= 16
-    assert _finetune(tiny_dir, train, dev, killed, *args, "--resume") == 0
+    assert run_finetune(tiny_dir, train, dev, killed, *args, "--resume") == 0
 
     whole, resumed = _weights(tmp_path / "whole/checkpoint/state.pt"), _weights(state)
     assert whole.keys() == resumed.keys()
@@ -137,14 +98,14 @@ def test_learns_on_real_sentiment(tiny_dir, mr_dir, tmp_path):
     """Not just running: a tiny model fits 96 real MR sentences (training accuracy near 1)."""
     from bertkit.finetune import evaluate_dir
 
-    train = _slice(mr_dir / "train.tsv", tmp_path / "train.tsv", 48)
-    assert _finetune(tiny_dir, train, train, tmp_path / "fit", "--train.epochs=15", "--train.warmup=0") == 0
+    train = slice_tsv(mr_dir / "train.tsv", tmp_path / "train.tsv", 48)
+    assert run_finetune(tiny_dir, train, train, tmp_path / "fit", "--train.epochs=15", "--train.warmup=0") == 0
     assert evaluate_dir(str(tmp_path / "fit"), str(train), device="cpu")["accuracy"] >= 0.95
 
 
 def test_seeds_report_mean_and_std(tiny_dir, mr_small, tmp_path):
     train, dev = mr_small
-    assert _finetune(tiny_dir, train, dev, tmp_path / "s", "--train.epochs=1", "--seeds", "1,2") == 0
+    assert run_finetune(tiny_dir, train, dev, tmp_path / "s", "--train.epochs=1", "--seeds", "1,2") == 0
     summary = json.loads((tmp_path / "s/metrics.json").read_text())
     runs = [json.loads((tmp_path / f"s/seed-{s}/metrics.json").read_text()) for s in (1, 2)]
     assert summary["seeds"] == 2
@@ -156,7 +117,7 @@ def test_unknown_dev_label_fails_before_training(tiny_dir, mr_small, tmp_path, c
     train, _ = mr_small
     dev = tmp_path / "dev.tsv"
     dev.write_text("text\tlabel\ngood\tpositive\nmeh\tneutral\n", encoding="utf-8")
-    assert _finetune(tiny_dir, train, dev, tmp_path / "out") == 2
+    assert run_finetune(tiny_dir, train, dev, tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert f"{dev}, line 3" in err and "'neutral' never occurs in the training data" in err
     assert not (tmp_path / "out").exists()  # nothing was trained or written
@@ -164,7 +125,7 @@ def test_unknown_dev_label_fails_before_training(tiny_dir, mr_small, tmp_path, c
 
 def test_bad_config_key_suggests(tiny_dir, mr_small, tmp_path, capsys):
     train, dev = mr_small
-    assert _finetune(tiny_dir, train, dev, tmp_path / "out", "--train.lrr=1e-4") == 2
+    assert run_finetune(tiny_dir, train, dev, tmp_path / "out", "--train.lrr=1e-4") == 2
     err = capsys.readouterr().err
     assert err.startswith("bertkit finetune: error: unknown key `train.lrr` (did you mean `lr`?)")
 
@@ -208,16 +169,9 @@ def test_multitask_sampling():
     assert all(len({features[i]["task"] for i in b}) == 1 for b in batches)
 
 
-def _head(src: Path, dst: Path, sentences: int) -> Path:
-    """The first `sentences` sentences of a CoNLL file."""
-    blocks = src.read_text(encoding="utf-8").split("\n\n")[:sentences]
-    dst.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
-    return dst
-
-
 @pytest.mark.parametrize("head", ["softmax", "crf"])
 def test_ner_finetune_evaluate_predict_cli(tiny_dir, wnut16_dir, tmp_path, capsys, head):
-    train = _head(wnut16_dir / "train.conll", tmp_path / "train.conll", 40)
+    train = head_conll(wnut16_dir / "train.conll", tmp_path / "train.conll", 40)
     out = tmp_path / "ner"
     assert cli(["finetune", "--task", "ner", "--head", head, "--model", str(tiny_dir), "--train", str(train),
                 "--dev", str(train), "--output", str(out), "--train.epochs=1", "--device", "cpu"]) == 0

@@ -19,20 +19,9 @@ from bertkit.model import BertConfig
 from bertkit.tasks.crf import CRF
 from bertkit.data.tagging import join_tokens, split_words
 from bertkit.tasks.ner import NerTask
-from bertkit.tokenizer import BertTokenizer
 from bertkit.train.loop import predict
 
 BIO5 = ["O", "B-LOC", "B-PER", "I-LOC", "I-PER"]
-
-
-@pytest.fixture(scope="module")
-def en(minilm_dir):
-    return BertTokenizer.from_dir(minilm_dir)
-
-
-@pytest.fixture(scope="module")
-def zh(zh_vocab_dir):
-    return BertTokenizer.from_dir(zh_vocab_dir)
 
 
 @pytest.fixture(scope="module")

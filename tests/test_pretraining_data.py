@@ -41,11 +41,6 @@ def original_ids(feature: dict) -> list[int]:
 # ---------------------------------------------------------------------------------------------- masking
 
 @pytest.fixture(scope="module")
-def en(minilm_dir):
-    return BertTokenizer.from_dir(minilm_dir)
-
-
-@pytest.fixture(scope="module")
 def en_sequences(en, corpus_en_dir):
     """[CLS] + 126 tokens + [SEP] windows over the first 2,500 paragraphs of corpus-en."""
     with open(corpus_en_dir / "corpus.txt", encoding="utf-8") as f:
@@ -96,11 +91,6 @@ def test_mask_tokens_caps_predictions_and_takes_a_numpy_generator(en, en_sequenc
     assert positions == [1]  # at least one prediction, never a special token
     assert mask_tokens([en.cls_id, en.sep_id], [True, True], en.vocab_size, special, rng, mask_id=en.mask_id) \
         == ([en.cls_id, en.sep_id], [], [])
-
-
-@pytest.fixture(scope="module")
-def zh(zh_vocab_dir):
-    return BertTokenizer.from_dir(zh_vocab_dir)
 
 
 def test_chinese_whole_words_come_from_jieba(zh):

@@ -24,7 +24,7 @@ from bertkit.encode.server import Limits, PredictEngine, create_app
 from bertkit.errors import BertkitError
 from bertkit.finetune import load_finetuned, predict_file
 
-from test_finetune import _finetune, _head, _slice, tiny_dir  # noqa: F401 - tiny_dir is a fixture
+from helpers import head_conll, run_finetune, slice_tsv
 
 TEXTS = ["the movie was wonderful and moving", "a dull , tedious mess", "Barack Obama visited Paris on Monday",
          "I love New York in the spring"]
@@ -70,12 +70,12 @@ def encoder(minilm_dir):
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_dir, mr_dir, wnut16_dir, tmp_path_factory):  # noqa: F811
+def runs(tiny_dir, mr_dir, wnut16_dir, tmp_path_factory):
     """A tiny classifier (mr, 1 epoch) and NER model (wnut16, 40 sentences, 1 epoch)."""
     d = tmp_path_factory.mktemp("runs")
-    train = _slice(mr_dir / "train.tsv", d / "train.tsv", 20)
-    assert _finetune(tiny_dir, train, train, d / "cls", "--train.epochs=1") == 0
-    conll = _head(wnut16_dir / "train.conll", d / "train.conll", 40)
+    train = slice_tsv(mr_dir / "train.tsv", d / "train.tsv", 20)
+    assert run_finetune(tiny_dir, train, train, d / "cls", "--train.epochs=1") == 0
+    conll = head_conll(wnut16_dir / "train.conll", d / "train.conll", 40)
     assert cli(["finetune", "--task", "ner", "--model", str(tiny_dir), "--train", str(conll), "--dev", str(conll),
                 "--output", str(d / "ner"), "--train.epochs=1", "--device", "cpu"]) == 0
     return {"sentiment": d / "cls", "ner": d / "ner"}
@@ -164,7 +164,7 @@ def test_bad_requests_get_4xx_saying_what_to_send(stub, path, body, status, says
     assert says in r.json()["error"]
 
 
-def test_qa_predict_equals_predict_file(tiny_dir, squad11_dir, tmp_path):  # noqa: F811
+def test_qa_predict_equals_predict_file(tiny_dir, squad11_dir, tmp_path):
     data = json.loads((squad11_dir / "dev.json").read_text(encoding="utf-8"))
     paragraphs = data["data"][0]["paragraphs"][:2]
     small = tmp_path / "small.json"

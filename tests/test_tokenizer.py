@@ -39,16 +39,6 @@ def read_tsv_texts(*paths, limit=None):
 
 
 @pytest.fixture(scope="module")
-def en(minilm_dir):
-    return BertTokenizer.from_dir(minilm_dir)
-
-
-@pytest.fixture(scope="module")
-def zh(zh_vocab_dir):
-    return BertTokenizer.from_dir(zh_vocab_dir)
-
-
-@pytest.fixture(scope="module")
 def mr_texts(mr_dir):
     texts = read_tsv_texts(*(mr_dir / "regression" / f"{s}.tsv" for s in ("train", "dev", "test")))
     assert len(texts) == 10_605
