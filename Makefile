@@ -5,7 +5,7 @@ BERTKIT := .venv/bin/bertkit
 # Data the tests read (every name: ~190 MB of downloads, once): fetched into $$BERTKIT_HOME (default ~/.cache/bertkit), sha256-checked.
 TEST_DATA := --all
 
-.PHONY: setup demo test test-slow bench fetch-test-data clean
+.PHONY: setup demo test test-slow bench fetch-test-data tf-env clean
 
 setup: .venv/.installed
 
@@ -23,7 +23,16 @@ fetch-test-data: setup
 demo: setup
 	$(PY) -m bertkit.demo
 
-test: fetch-test-data
+# TensorFlow (CPU) in its own environment, used only by the tests that check `bertkit convert` against
+# checkpoints TensorFlow itself writes and reads. Where it cannot be installed those tests skip (CI: fail).
+tf-env: .venv-tf/.installed
+
+.venv-tf/.installed:
+	python3 -m venv .venv-tf
+	.venv-tf/bin/pip install -q tensorflow-cpu==2.21.0 numpy && touch $@ || \
+		echo "tensorflow-cpu could not be installed: the TensorFlow conversion tests will be skipped"
+
+test: fetch-test-data tf-env
 	$(PY) -m pytest -q
 
 test-slow: fetch-test-data
@@ -33,4 +42,4 @@ bench: setup
 	$(PY) bench/encode.py
 
 clean:
-	rm -rf .venv build src/*.egg-info
+	rm -rf .venv .venv-tf build src/*.egg-info

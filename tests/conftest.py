@@ -87,13 +87,13 @@ def zh(zh_vocab_dir):
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, minilm_dir):
+    """A random-init 2-layer BERT (hidden 32) with MiniLM's uncased vocab, saved as a HF directory."""
     import torch
 
     from bertkit.checkpoint import save_model
     from bertkit.model import BertConfig, BertModel
     from bertkit.tokenizer import BertTokenizer
 
-    """A random-init 2-layer BERT (hidden 32) with MiniLM's uncased vocab, saved as a HF directory."""
     tokenizer = BertTokenizer.from_dir(minilm_dir)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,

@@ -17,6 +17,7 @@ VERBS = {
     "predict": "run a fine-tuned model over inputs (JSONL out)",
     "encode": "sentence vectors for a file of texts (.npy)",
     "export": "a model directory -> ONNX (optionally int8), checked against PyTorch",
+    "convert": "Google's TensorFlow checkpoints <-> Hugging Face directories, parity-checked",
     "serve": "HTTP server: /encode, /similarity, /predict/TASK with dynamic batching",
 }
 
