@@ -205,3 +205,31 @@ def test_bad_input_is_a_clear_error(tmp_path, minilm_dir, capsys):
         Encoder(minilm_dir, backend="onnx")
     with pytest.raises(BertkitError, match="unknown backend"):
         Encoder(minilm_dir, backend="tensorrt")
+
+
+def test_serve_evaluate_and_predict_run_the_exported_graphs(tiny_classify, minilm_onnx, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from bertkit.cli.serve import ServeConfig, build_app
+    from bertkit.finetune import evaluate_dir, predict_file
+
+    model_dir, dev = tiny_classify
+    onnx_dir = tmp_path / "classify-onnx"
+    assert cli(["export", "--model", str(model_dir), "--output", str(onnx_dir)]) == 0
+    torch_metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert evaluate_dir(str(onnx_dir), str(dev), backend="onnx")["accuracy"] == pytest.approx(torch_metrics["accuracy"])
+    assert cli(["predict", "--model", str(onnx_dir), "--input", str(dev), "--output", str(tmp_path / "p.jsonl"),
+                "--backend", "onnx"]) == 0
+    onnx_rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    torch_rows = predict_file(str(model_dir), str(dev))
+    assert [r["label"] for r in onnx_rows] == [r["label"] for r in torch_rows]
+
+    cfg = ServeConfig(model=str(minilm_onnx), task=[f"sentiment={onnx_dir}"], backend="onnx")
+    with TestClient(build_app(cfg)) as client:
+        got = client.post("/encode", json={"texts": ["This is an example sentence"]}).json()["vectors"][0]
+        assert got[:2] == pytest.approx([0.0677, 0.0635], abs=1e-4)
+        r = client.post("/encode", json={"texts": ["a"], "layer": 2})
+        assert r.status_code == 422 and "last layer only" in r.json()["error"]
+        pred = client.post("/predict/sentiment", json={"texts": [torch_rows[0]["text"]]}).json()["predictions"][0]
+        assert pred["label"] == torch_rows[0]["label"]
+        assert pred["probabilities"] == pytest.approx(torch_rows[0]["probabilities"], abs=1e-4)

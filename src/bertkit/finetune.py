@@ -234,8 +234,9 @@ def _finetune_seeds(cfg: FinetuneConfig) -> dict:
     return summary
 
 
-def load_finetuned(model_dir: str | Path, device: str | None = None):
-    """(task, model, tokenizer, max_length) from a directory written by `finetune`."""
+def load_finetuned(model_dir: str | Path, device: str | None = None, backend: str = "torch"):
+    """(task, model, tokenizer, max_length) from a directory written by `finetune`, or with backend
+    `onnx` / `onnx-int8` by `bertkit export` (the model is then the exported graph, CPU only)."""
     d = resolve_model(str(model_dir))
     task_file = d / "task.json"
     if not task_file.is_file():
@@ -243,6 +244,11 @@ def load_finetuned(model_dir: str | Path, device: str | None = None):
                            "`bertkit finetune --task classify --model minilm --train ... --output DIR`")
     state = json.loads(task_file.read_text())
     task = get_task(state["task"], **{k: v for k, v in state.items() if k not in ("task", "max_length")})
+    if backend != "torch":
+        from bertkit.export import load_onnx
+
+        model = load_onnx(d, int8=backend == "onnx-int8").to(device or "cpu")
+        return task, model, BertTokenizer.from_dir(d), state.get("max_length", 128)
     model = task.build_model(load_config(d))
     report = load_weights(model, read_state_dict(d), source=str(d))
     if report.newly_initialised:
@@ -251,8 +257,9 @@ def load_finetuned(model_dir: str | Path, device: str | None = None):
     return task, model.to(_device(device)).eval(), BertTokenizer.from_dir(d), state.get("max_length", 128)
 
 
-def evaluate_dir(model_dir: str, data: str, batch_size: int = 64, device: str | None = None) -> dict:
-    task, model, tokenizer, max_length = load_finetuned(model_dir, device)
+def evaluate_dir(model_dir: str, data: str, batch_size: int = 64, device: str | None = None,
+                 backend: str = "torch") -> dict:
+    task, model, tokenizer, max_length = load_finetuned(model_dir, device, backend)
     path = resolve_data(data, "dev")
     examples = task.read(path)
     task.check(examples, str(path))
@@ -261,9 +268,10 @@ def evaluate_dir(model_dir: str, data: str, batch_size: int = 64, device: str | 
     return _flat(task.metrics(preds, examples))
 
 
-def predict_file(model_dir: str, data: str, batch_size: int = 64, device: str | None = None) -> list[dict]:
+def predict_file(model_dir: str, data: str, batch_size: int = 64, device: str | None = None,
+                 backend: str = "torch") -> list[dict]:
     """Predictions for a file of inputs (labels are not needed; if present they are ignored)."""
-    task, model, tokenizer, max_length = load_finetuned(model_dir, device)
+    task, model, tokenizer, max_length = load_finetuned(model_dir, device, backend)
     path = resolve_data(data, "test")
     examples = task.read_inputs(str(path))
     features = task.featurize(examples, tokenizer, max_length)

@@ -18,11 +18,13 @@ class EvaluateConfig:
     output: str | None = option(None, "where to write the metrics as JSON (default: MODEL/eval-DATA.json)")
     batch_size: int = option(64, "examples per forward pass")
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
+    backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
+                          choices=("torch", "onnx", "onnx-int8"))
 
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(EvaluateConfig, argv, prog="bertkit evaluate")
-    metrics = evaluate_dir(cfg.model, cfg.data, cfg.batch_size, cfg.device)
+    metrics = evaluate_dir(cfg.model, cfg.data, cfg.batch_size, cfg.device, cfg.backend)
     text = json.dumps(metrics, indent=2)
     print(text)
     out = Path(cfg.output) if cfg.output else Path(cfg.model) / f"eval-{_stem(cfg.data)}.json"

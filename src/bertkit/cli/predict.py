@@ -17,11 +17,13 @@ class PredictConfig:
     output: str = required("where to write predictions (JSONL)")
     batch_size: int = option(64, "examples per forward pass")
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
+    backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
+                          choices=("torch", "onnx", "onnx-int8"))
 
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(PredictConfig, argv, prog="bertkit predict")
-    rows = predict_file(cfg.model, cfg.input, cfg.batch_size, cfg.device)
+    rows = predict_file(cfg.model, cfg.input, cfg.batch_size, cfg.device, cfg.backend)
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

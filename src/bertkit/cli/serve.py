@@ -23,7 +23,8 @@ class ServeConfig:
                              "POST /predict/NAME")
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = option(8000, "port to listen on")
-    backend: str = option("torch", "inference backend", choices=("torch",))
+    backend: str = option("torch", "inference backend: onnx / onnx-int8 run the graphs `bertkit export` wrote "
+                          "into the --model and --task directories (CPU)", choices=("torch", "onnx", "onnx-int8"))
     max_batch: int = option(64, "most texts in one batched forward pass")
     max_wait_ms: float = option(5.0, "how long the first request of a batch waits for others")
     max_queue: int = option(1024, "texts queued per model before requests are answered 503 (Retry-After)")
@@ -70,8 +71,9 @@ def build_app(cfg: ServeConfig):
     tasks = parse_tasks(cfg.task)
     if cfg.model is None and not tasks:
         raise BertkitError("nothing to serve: pass --model DIR (vectors) and/or --task NAME=DIR (predictions)")
-    encoder = Encoder(cfg.model, batch_size=cfg.batch_size, device=cfg.device) if cfg.model else None
-    predictors = {name: PredictEngine(*load_finetuned(path, cfg.device), batch_size=cfg.batch_size)
+    encoder = Encoder(cfg.model, batch_size=cfg.batch_size, device=cfg.device, backend=cfg.backend) \
+        if cfg.model else None
+    predictors = {name: PredictEngine(*load_finetuned(path, cfg.device, cfg.backend), batch_size=cfg.batch_size)
                   for name, path in tasks.items()}
     limits = Limits(max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, max_queue=cfg.max_queue,
                     max_texts=cfg.max_texts, max_chars=cfg.max_chars)

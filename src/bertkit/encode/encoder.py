@@ -108,6 +108,7 @@ class Encoder:
             raise BertkitError(f"--layer {layer} does not exist: the model has layers 0 (embeddings) "
                                f"to {n_layers}, or -1 to -{n_layers + 1} counted from the top")
         self.layer = layer
+        self.backend = backend
         max_length = max_length or default_length or config.max_position_embeddings
         if max_length > config.max_position_embeddings:
             raise BertkitError(f"--max-length {max_length} exceeds the model's max_position_embeddings "

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from bertkit.encode.batcher import Batcher, Metrics, QueueFull
-from bertkit.encode.encoder import POOLINGS, Encoder, pool
+from bertkit.encode.encoder import Encoder, pool
 
 log = logging.getLogger("bertkit")
 
@@ -54,7 +54,9 @@ class EncodeEngine:
         self.defaults = {"pooling": encoder.pooling, "layer": encoder.layer, "normalize": encoder.normalize}
         self.num_layers = encoder.model.config.num_hidden_layers
         self.dim = encoder.dim
-        self.has_pooler = getattr(encoder.model, "pooler", None) is not None
+        self.last_layer_only = getattr(encoder, "backend", "torch") != "torch"  # ONNX graphs: no hidden states
+        self.has_pooler = "pooler_output" in encoder.model.names if self.last_layer_only \
+            else getattr(encoder.model, "pooler", None) is not None
 
     @torch.inference_mode()
     def __call__(self, items: list[tuple[str, str, int, bool]]) -> list[np.ndarray]:
@@ -265,6 +267,9 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
         n = getattr(engine, "num_layers", None)
         if n is not None and not -(n + 1) <= layer <= n:
             raise ApiError(422, f"layer {layer} does not exist: send 0 (embeddings) to {n}, or -1 to -{n + 1}")
+        if getattr(engine, "last_layer_only", False) and layer not in (-1, n):
+            raise ApiError(422, f"layer {layer}: this server runs an ONNX graph that returns the last layer "
+                                "only; send layer -1 (or start the server with --backend torch)")
         if pooling == "pooler" and (layer != -1 or not getattr(engine, "has_pooler", True)):
             raise ApiError(422, 'pooling "pooler" needs the model\'s pooler and layer -1; send "cls", "mean" '
                                 'or "max", or layer -1')
