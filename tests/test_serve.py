@@ -297,3 +297,109 @@ def test_serve_builds_the_app_from_cli_options(minilm_dir, runs):
         assert client.post("/encode", json={"texts": ["a", "b", "c"]}).status_code == 413
         assert "/predict/{task}" in client.get("/openapi.json").json()["paths"]
         assert client.get("/docs").status_code == 200
+
+
+# ---- the web page, in a real (headless) Chromium ----
+
+def _chromium() -> tuple[str, str] | str:
+    """(browser, driver) paths, installing Debian's chromium + chromium-driver if needed; or why not."""
+    import os
+    import shutil
+    import subprocess
+
+    def found():
+        browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+        driver = shutil.which("chromedriver")
+        return (browser, driver) if browser and driver else None
+
+    if found():
+        return found()
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        return "Chromium is not installed and cannot be (needs root and apt-get): apt-get install chromium chromium-driver"
+    install = ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (install, ["apt-get", "update", "-q"], install):
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        if cmd is install and done.returncode == 0:
+            break
+    return found() or f"apt-get could not install chromium: {done.stderr.strip()[-300:]}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    pytest.importorskip("selenium", reason="selenium is a test extra: pip install -e '.[test]'")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    paths = _chromium()
+    if isinstance(paths, str):
+        pytest.skip(paths)
+    options = webdriver.ChromeOptions()
+    options.binary_location = paths[0]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(paths[1]), options=options)
+    yield driver
+    driver.quit()
+
+
+class NamesEngine:
+    """A NER stand-in with known answers: every capitalised word is a `person`, so the test knows the spans."""
+
+    class task:
+        name = "ner"
+
+    def examples(self, inputs):
+        return inputs
+
+    def __call__(self, examples):
+        return [{"entities": [{"type": "person", "text": m.group(), "start": m.start(), "end": m.end()}
+                              for m in re.finditer(r"\b[A-Z]\w+", e["text"])]} for e in examples]
+
+
+def test_web_page_in_headless_chromium(browser, encoder, runs, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    predictors = {"sentiment": PredictEngine(*load_finetuned(runs["sentiment"], "cpu")), "people": NamesEngine()}
+    text = "Anna 😀 & Bo <b>loved</b> the café scenes in Paris"  # an emoji: one code point, two UTF-16 units
+    candidates = ["The stock market fell sharply today", "I adored this film and its settings",
+                  "How do I reset my password?"]
+    with serving(create_app(encoder, predictors)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "ready")
+        assert "tasks: sentiment (classify), people (ner)" in browser.find_element(By.ID, "status").text
+
+        browser.find_element(By.ID, "run").click()  # nothing typed yet
+        wait.until(lambda d: d.find_element(By.ID, "error").text)
+        assert browser.find_element(By.ID, "error").text == "Type a text first."
+
+        browser.find_element(By.ID, "text").send_keys(text)
+        browser.find_element(By.ID, "candidates").send_keys("\n".join(candidates))
+        browser.find_element(By.ID, "run").click()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
+        assert browser.find_element(By.ID, "error").text == ""
+
+        expected = httpx.post(f"{url}/predict/sentiment", json={"texts": [text]}).json()["predictions"][0]
+        sentiment = browser.find_element(By.CSS_SELECTOR, 'section[data-task="sentiment"]')
+        assert sentiment.find_element(By.CLASS_NAME, "label").text == expected["label"]
+        bars = {b.get_attribute("data-label"): float(b.get_attribute("data-probability"))
+                for b in sentiment.find_elements(By.CLASS_NAME, "bar")}
+        assert bars == pytest.approx(expected["probabilities"])
+
+        marks = browser.find_elements(By.CSS_SELECTOR, 'section[data-task="people"] mark')
+        assert [(m.get_attribute("data-type"), int(m.get_attribute("data-start")),
+                 m.find_element(By.CLASS_NAME, "entity").text) for m in marks] == \
+            [("person", 0, "Anna"), ("person", 9, "Bo"), ("person", 44, "Paris")]
+        shown = browser.find_element(By.CSS_SELECTOR, 'section[data-task="people"] .ner-text')
+        assert "<b>loved</b>" in shown.text  # the user's text is shown as text, never as HTML
+
+        ranked = [li.text.split(" ", 1)[1] for li in browser.find_elements(By.CSS_SELECTOR, "ol#similar li")]
+        scores = httpx.post(f"{url}/similarity", json={"query": text, "texts": candidates}).json()["scores"]
+        assert ranked == [c for _, c in sorted(zip(scores, candidates), reverse=True)]
+        assert ranked[0] == "I adored this film and its settings"
+
+        shot = tmp_path / "page.png"
+        assert browser.save_screenshot(str(shot))
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000

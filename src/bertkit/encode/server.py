@@ -1,6 +1,6 @@
 """`bertkit serve`: sentence vectors, similarity and fine-tuned predictions over HTTP (FastAPI).
 
-Endpoints: POST /encode, POST /similarity, POST /predict/{task}, GET /health, GET /metrics, and
+Endpoints: GET / (a small web page over the API, page.html), POST /encode, POST /similarity, POST /predict/{task}, GET /health, GET /metrics, and
 FastAPI's /docs. Every model sits behind a `Batcher` (see batcher.py), so concurrent requests share
 forward passes. Errors are JSON `{"error": "..."}` saying what to send instead; only a model failure
 (500) and a full queue (503, with Retry-After) are 5xx.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from importlib import resources
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from bertkit.encode.batcher import Batcher, Metrics, QueueFull
@@ -328,6 +329,10 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
                     raise ApiError(422, f'inputs[{n}] has no `text`; send {{"text": "...", "text_b": "..."}}')
             _check_texts([i["text"] for i in inputs], limits, "texts" if body.texts is not None else "inputs")
         return {"predictions": await run(f"predict/{task}", p.examples(inputs))}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse((resources.files("bertkit.encode") / "page.html").read_text(encoding="utf-8"))
 
     @app.get("/health")
     async def health():
