@@ -277,6 +277,27 @@ def test_serve_cli_options():
     assert cli(["serve", "--backend", "onnx"]) == 2
 
 
+def test_a_client_that_disconnects_while_queued_costs_no_model_work():
+    seen = []
+
+    class Recording(StubEngine):
+        def __call__(self, items):
+            seen.extend(text for text, *_ in items)
+            return super().__call__(items)
+
+    app = create_app(None, {}, Limits(max_wait_ms=0), encode_engine=Recording(0.6))
+    with serving(app) as url, ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(httpx.post, f"{url}/encode", json={"texts": ["first"]}, timeout=30)
+        time.sleep(0.2)  # `first` is inside the model; the next request queues behind it
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/encode", json={"texts": ["abandoned"]}, timeout=0.2)
+        assert busy.result().status_code == 200
+        time.sleep(0.5)
+        assert httpx.post(f"{url}/encode", json={"texts": ["after"]}, timeout=30).status_code == 200
+        assert seen == ["first", "after"]  # `abandoned` was dropped from the queue, never computed
+        assert "bertkit_dropped_items_total 1" in httpx.get(f"{url}/metrics").text
+
+
 def test_shutdown_finishes_requests_in_flight():
     app = create_app(None, {}, Limits(max_wait_ms=0), encode_engine=StubEngine(0.5))
     with ThreadPoolExecutor(1) as pool:

@@ -55,6 +55,7 @@ class Metrics:
         self.latency = Histogram("bertkit_request_seconds", "request latency in seconds",
                                  (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
         self.queue_depth: Callable[[], int] = lambda: 0
+        self.dropped_items = 0  # queued items never computed because their client disconnected
         self.lock = threading.Lock()
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
@@ -66,6 +67,10 @@ class Metrics:
         with self.lock:
             self.batch_size.observe(size)
 
+    def dropped(self, items: int) -> None:
+        with self.lock:
+            self.dropped_items += items
+
     def render(self) -> str:
         with self.lock:
             lines = ["# HELP bertkit_requests_total HTTP requests by endpoint and status",
@@ -74,7 +79,9 @@ class Metrics:
                       for (e, s), n in sorted(self.requests.items())]
             lines += self.batch_size.render() + self.latency.render()
             lines += ["# HELP bertkit_queue_depth items waiting to be batched", "# TYPE bertkit_queue_depth gauge",
-                      f"bertkit_queue_depth {self.queue_depth()}"]
+                      f"bertkit_queue_depth {self.queue_depth()}",
+                      "# HELP bertkit_dropped_items_total queued items skipped because their client disconnected",
+                      "# TYPE bertkit_dropped_items_total counter", f"bertkit_dropped_items_total {self.dropped_items}"]
         return "\n".join(lines) + "\n"
 
 
@@ -151,6 +158,13 @@ class Batcher:
 
     async def _run(self, jobs: list[_Job], size: int, loop) -> None:
         self.pending -= size
+        live = [job for job in jobs if not job.future.cancelled()]  # their clients went away: skip the work
+        if len(live) < len(jobs):
+            self.metrics.dropped(size - sum(len(job.items) for job in live))
+        jobs = live
+        if not jobs:
+            return
+        size = sum(len(job.items) for job in jobs)
         self.metrics.batch(size)
         items = [item for job in jobs for item in job.items]
         try:

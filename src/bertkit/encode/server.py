@@ -7,6 +7,7 @@ forward passes. Errors are JSON `{"error": "..."}` saying what to send instead; 
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 from importlib import resources
@@ -26,6 +27,7 @@ from bertkit.encode.batcher import Batcher, Metrics, QueueFull
 from bertkit.encode.encoder import Encoder, pool
 
 log = logging.getLogger("bertkit")
+DISCONNECT_POLL_S = 0.1  # how often a waiting request checks that its client is still there
 
 
 @dataclass
@@ -188,6 +190,33 @@ def _check_texts(texts: list[str], limits: Limits, field: str = "texts") -> None
             raise ApiError(400, f"{field}[{i}] is empty; send non-empty texts")
 
 
+class CountRequests:
+    """Requests by endpoint and status, and their latency, into `Metrics`. Plain ASGI rather than
+    @app.middleware("http"), which would hide the client's disconnect from the endpoint."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def send_and_note(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            path = scope["path"]
+            endpoint = path if path in ("/encode", "/similarity", "/health", "/metrics") \
+                else ("/predict" if path.startswith("/predict/") else "other")
+            self.metrics.request(endpoint, status, time.perf_counter() - start)
+
+
 # --- The app ------------------------------------------------------------------------------------------
 
 def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | None = None,
@@ -216,14 +245,7 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
                   lifespan=lifespan)
     app.state.metrics, app.state.batchers, app.state.limits = metrics, batchers, limits
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        endpoint = request.url.path if request.url.path in ("/encode", "/similarity", "/health", "/metrics") \
-            else ("/predict" if request.url.path.startswith("/predict/") else "other")
-        metrics.request(endpoint, response.status_code, time.perf_counter() - start)
-        return response
+    app.add_middleware(CountRequests, metrics=metrics)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
@@ -251,14 +273,29 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
         message = "; ".join(dict.fromkeys(problems))
         return JSONResponse({"error": f"{message}; send {_usage(request.url.path)}"}, status_code=422)
 
-    async def run(key: str, items: list) -> list:
+    async def run(key: str, items: list, request: Request | None = None) -> list:
+        """The batcher's results for `items`; if the client disconnects while they wait, the job is
+        cancelled, so the batcher skips it instead of computing vectors nobody will read."""
+        job = asyncio.ensure_future(batchers[key].submit(items))
         try:
-            return await batchers[key].submit(items)
+            while request is not None:
+                done, _ = await asyncio.wait({job}, timeout=DISCONNECT_POLL_S)
+                if done:
+                    break
+                if await request.is_disconnected():
+                    job.cancel()
+                    raise ApiError(499, "the client closed the connection before the answer was ready")
+            return await job
+        except ApiError:
+            raise
         except QueueFull as e:
             raise ApiError(503, f"the server is busy ({e}); retry after {limits.retry_after_s} s") from e
         except Exception as e:  # noqa: BLE001 - a model failure answers 500 and the server carries on
             log.exception("%s failed", key)
             raise ApiError(500, f"the model failed on this batch: {type(e).__name__}: {e}") from e
+        finally:
+            if not job.done():  # the handler itself was cancelled
+                job.cancel()
 
     def encode_items(texts, pooling, layer, normalize):
         if engine is None:
@@ -278,16 +315,17 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
         return [(t, *opts) for t in texts]
 
     @app.post("/encode")
-    async def encode(body: EncodeRequest):
+    async def encode(body: EncodeRequest, request: Request):
         _check_texts(body.texts, limits)
-        vectors = np.stack(await run("encode", encode_items(body.texts, body.pooling, body.layer, body.normalize)))
+        items = encode_items(body.texts, body.pooling, body.layer, body.normalize)
+        vectors = np.stack(await run("encode", items, request))
         if body.encoding == "base64":
             data = base64.b64encode(vectors.astype("<f4").tobytes()).decode("ascii")
             return {"vectors": data, "shape": list(vectors.shape), "dtype": "float32"}
         return {"vectors": vectors.tolist(), "shape": list(vectors.shape)}
 
     @app.post("/similarity")
-    async def similarity(body: SimilarityRequest):
+    async def similarity(body: SimilarityRequest, request: Request):
         if body.pairs is not None and (body.query is None and body.texts is None):
             flat = [t for pair in body.pairs for t in pair]
             _check_texts(flat, limits, "pairs")
@@ -297,7 +335,7 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
             _check_texts(flat, limits, "query+texts")
         else:
             raise ApiError(422, f"send either `pairs` or `query` with `texts`: {USAGE['/similarity']}")
-        v = np.stack(await run("encode", encode_items(flat, body.pooling, body.layer, True)))
+        v = np.stack(await run("encode", encode_items(flat, body.pooling, body.layer, True), request))
         if body.pairs is not None:
             scores = (v[0::2] * v[1::2]).sum(-1)
         else:
@@ -305,7 +343,7 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
         return {"scores": [float(s) for s in scores]}
 
     @app.post("/predict/{task}")
-    async def predict(task: str, body: PredictRequest):
+    async def predict(task: str, body: PredictRequest, request: Request):
         if task not in predictors:
             loaded = ", ".join(predictors) or "none (start the server with --task NAME=DIR)"
             raise ApiError(404, f"no task `{task}` is loaded; loaded tasks: {loaded}")
@@ -328,7 +366,7 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
                 if i.get("text") is None:
                     raise ApiError(422, f'inputs[{n}] has no `text`; send {{"text": "...", "text_b": "..."}}')
             _check_texts([i["text"] for i in inputs], limits, "texts" if body.texts is not None else "inputs")
-        return {"predictions": await run(f"predict/{task}", p.examples(inputs))}
+        return {"predictions": await run(f"predict/{task}", p.examples(inputs), request)}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
