@@ -155,3 +155,13 @@ def test_cli_encode_reads_a_fetched_data_name(minilm_dir, mr_dir, tmp_path):
     assert cli(["encode", "--model", "minilm", "--input", "mr:test", "--output", str(out)]) == 0
     rows = sum(1 for _ in open(mr_dir / "test.tsv", encoding="utf-8")) - 1
     assert np.load(out).shape == (rows, 384)
+
+
+def test_batches_are_cut_where_padding_would_dominate():
+    from bertkit.data.collate import sorted_batches
+
+    lengths = [200, 25, 20, 30, 22, 18, 26, 25, 24, 21]  # a server's batch: one long text, nine short
+    assert sorted_batches(lengths, 32) == [[0, 3, 6, 1, 7, 8, 4, 9, 2, 5]]  # 10 rows x 200 tokens
+    # 2 x 200 padded tokens is under the 512 never worth splitting; a third row would pad 600 for 255 real
+    assert sorted_batches(lengths, 32, max_padding=0.25) == [[0, 3], [6, 1, 7, 8, 4, 9, 2, 5]]
+    assert [len(b) for b in sorted_batches([60] * 40, 32, max_padding=0.25)] == [32, 8]  # equal lengths: as before

@@ -51,14 +51,33 @@ def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch
     return [batches[i] for i in perm]
 
 
-def sorted_batches(lengths: list[int], batch_size: int, groups: list | None = None) -> list[list[int]]:
+def sorted_batches(lengths: list[int], batch_size: int, groups: list | None = None,
+                   max_padding: float | None = None) -> list[list[int]]:
     """Evaluation order: longest first, no shuffling (predictions are put back by index). With
-    `groups` (one key per feature, e.g. the task of a multi-task feature) no batch mixes two keys."""
+    `groups` (one key per feature, e.g. the task of a multi-task feature) no batch mixes two keys.
+    With `max_padding` (e.g. 0.25), a batch is also cut where padding to its longest member would
+    add more than that share of real tokens: a server's batch of one long text and nine short ones
+    becomes two forward passes instead of ten rows padded to the long one."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    if groups is None:
-        return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-    batches = []
-    for key in dict.fromkeys(groups):
-        part = [i for i in order if groups[i] == key]
-        batches += [part[i: i + batch_size] for i in range(0, len(part), batch_size)]
-    return batches
+    parts = [order] if groups is None else [[i for i in order if groups[i] == key] for key in dict.fromkeys(groups)]
+    return [batch for part in parts for batch in _cut(part, lengths, batch_size, max_padding)]
+
+
+SMALL_BATCH_TOKENS = 512  # below this many padded tokens a forward pass is cheap: never split for padding
+
+
+def _cut(order: list[int], lengths: list[int], batch_size: int, max_padding: float | None) -> list[list[int]]:
+    batches, current, width, real = [], [], 0, 0
+    for i in order:  # longest first: the first member sets the batch's width
+        n = len(current)
+        padded = (n + 1) * width
+        wasteful = max_padding is not None and padded > SMALL_BATCH_TOKENS and \
+            padded > (1 + max_padding) * (real + lengths[i])
+        if current and (n >= batch_size or wasteful):
+            batches.append(current)
+            current, real = [], 0
+        if not current:
+            width = lengths[i]
+        current.append(i)
+        real += lengths[i]
+    return batches + ([current] if current else [])

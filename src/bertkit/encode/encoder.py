@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from bertkit.checkpoint import load_model
+from bertkit.data.collate import sorted_batches
 from bertkit.errors import BertkitError
 from bertkit.model import BertModel
 from bertkit.tokenizer import BertTokenizer
@@ -21,6 +22,7 @@ from bertkit.tokenizer import BertTokenizer
 log = logging.getLogger("bertkit")
 
 POOLINGS = ("cls", "mean", "max", "pooler")
+MAX_PADDING = 0.25  # a batch is cut where padding would add more than a quarter of its real tokens
 BACKENDS = ("torch", "onnx", "onnx-int8")  # onnx: model.onnx of an exported directory; onnx-int8: model.int8.onnx
 
 
@@ -136,9 +138,8 @@ class Encoder:
     @torch.inference_mode()
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         ids = self.tokenize(list(texts))
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = sorted_batches([len(s) for s in ids], self.batch_size, max_padding=MAX_PADDING)
         for batch in tqdm(batches, desc="encode", unit="batch", disable=not progress):
             out[batch] = self._encode_batch([ids[i] for i in batch]).cpu().numpy()
         return out

@@ -24,7 +24,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from bertkit.encode.batcher import Batcher, Metrics, QueueFull
-from bertkit.encode.encoder import Encoder, pool
+from bertkit.data.collate import sorted_batches
+from bertkit.encode.encoder import MAX_PADDING, Encoder, pool
 
 log = logging.getLogger("bertkit")
 DISCONNECT_POLL_S = 0.1  # how often a waiting request checks that its client is still there
@@ -65,10 +66,8 @@ class EncodeEngine:
     def __call__(self, items: list[tuple[str, str, int, bool]]) -> list[np.ndarray]:
         enc = self.encoder
         ids = enc.tokenize([text for text, *_ in items])
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
         out: list[np.ndarray | None] = [None] * len(items)
-        for c in range(0, len(order), enc.batch_size):
-            chunk = order[c: c + enc.batch_size]
+        for chunk in sorted_batches([len(s) for s in ids], enc.batch_size, max_padding=MAX_PADDING):
             width = max(len(ids[i]) for i in chunk)
             input_ids = torch.full((len(chunk), width), enc.tokenizer.pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)

@@ -1,0 +1,236 @@
+"""Load and fault test of `bertkit serve` against a baseline server that runs transformers once per
+request (no batching), both serving MiniLM sentence vectors over HTTP on the loopback interface.
+
+    python bench/serve.py [--duration 10] [--clients 10,50,200] [--model minilm]
+
+Each phase runs N concurrent clients for a fixed time; every client sends one real MR sentence per
+request (one in five a long text: several sentences joined) and waits for the answer. Printed per
+server and N: requests/s, p50/p95/p99 latency and errors by status. Then, on bertkit only:
+  overload     200 clients against a queue of 32 texts: errors must be 503s only (with Retry-After)
+  malformed    1 request in 5 is broken (bad JSON, wrong types, unknown fields): those get 4xx, the
+               good ones still all 200
+  disconnect   clients that give up after 50 ms: the server drops their queued work
+               (bertkit_dropped_items_total) and answers the next clients normally
+Servers run in their own processes (uvicorn, 1 worker); the load generator is asyncio + httpx.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- the baseline: what a user writes with transformers and FastAPI in ten lines ----
+
+class Body(BaseModel):
+    texts: list[str]
+
+
+def baseline_app(model_dir: str):
+    import torch
+    from fastapi import FastAPI
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    app = FastAPI()
+
+    @app.post("/encode")
+    def encode(body: Body):  # sync: FastAPI runs it in its thread pool, one forward pass per request
+        batch = tokenizer(body.texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        vectors = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+        return {"vectors": vectors.tolist()}
+
+    return app
+
+
+def serve_baseline(model_dir: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(baseline_app(model_dir), host="127.0.0.1", port=port, log_level="warning")
+
+
+# ---- servers in subprocesses ----
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(kind: str, model_dir: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    if kind == "bertkit":
+        cmd = [sys.executable, "-m", "bertkit.cli.main", "serve", "--model", model_dir, "--port", str(port), *extra]
+    else:
+        cmd = [sys.executable, __file__, "--baseline-server", "--model", model_dir, "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{kind} server exited: {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.post(f"{url}/encode", json={"texts": ["warm up"]}, timeout=10).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit(f"{kind} server did not start in 120 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# ---- the load ----
+
+MALFORMED = [b'{"texts": ["unclosed"', b'{"texts": "not a list"}', b'{"texts": [1, 2]}', b'{"txt": ["typo"]}',
+             b"[]", b'{"texts": []}']
+
+
+async def client(http: httpx.AsyncClient, url: str, texts: list[str], deadline: float, rng: random.Random,
+                 log: list, malformed_share: float = 0.0, give_up_s: float | None = None) -> None:
+    while time.perf_counter() < deadline:
+        bad = rng.random() < malformed_share
+        body = rng.choice(MALFORMED) if bad else json.dumps({"texts": [rng.choice(texts)]}).encode()
+        start = time.perf_counter()
+        try:
+            r = await http.post(f"{url}/encode", content=body, headers={"Content-Type": "application/json"},
+                                timeout=give_up_s or 60)
+            status = r.status_code
+            if status == 503 and "retry-after" not in r.headers:
+                status = "503 without Retry-After"
+        except httpx.TimeoutException:
+            status = "gave up"
+        except httpx.HTTPError as e:
+            status = type(e).__name__
+        log.append((bad, status, time.perf_counter() - start))
+        if status == 503:
+            await asyncio.sleep(0.05)
+
+
+async def phase(url: str, n: int, seconds: float, texts: list[str], **kw) -> dict:
+    log: list = []
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(limits=limits) as http:
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http, url, texts, deadline, random.Random(i), log, **kw) for i in range(n)))
+        elapsed = time.perf_counter() - started
+    good = [(s, t) for bad, s, t in log if not bad]
+    ok = np.array([t for s, t in good if s == 200]) * 1000
+    errors: dict = {}
+    for bad, s, _ in log:
+        key = f"{'malformed' if bad else 'good'} {s}"
+        if bad or s != 200:
+            errors[key] = errors.get(key, 0) + 1
+    pct = (lambda q: float(np.percentile(ok, q))) if len(ok) else (lambda q: float("nan"))
+    return {"clients": n, "requests/s": len(ok) / elapsed, "ok": len(ok), "p50_ms": pct(50), "p95_ms": pct(95),
+            "p99_ms": pct(99), "errors": errors}
+
+
+def metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else float("nan")
+
+
+def load_texts() -> list[str]:
+    from bertkit.data.readers import read_texts
+    from bertkit.fetch import resolve_data
+
+    short = read_texts(resolve_data("mr", "dev"))
+    rng = random.Random(0)
+    long = [" ".join(rng.sample(short, 8)) for _ in range(len(short) // 4)]  # ~1 in 5 is long
+    return short + long
+
+
+def row(server: str, r: dict) -> str:
+    errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "none"
+    return (f"| {server} | {r['clients']} | {r['requests/s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+            f"{r['p99_ms']:.0f} | {errors} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    ap.add_argument("--clients", default="10,50,200")
+    ap.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    from bertkit.fetch import resolve_model
+
+    model_dir = str(resolve_model(args.model))
+    if args.baseline_server:
+        return serve_baseline(model_dir, args.port)
+    texts = load_texts()
+    levels = [int(n) for n in args.clients.split(",")]
+    print(f"bench/serve.py: {len(texts)} texts, {args.duration:g} s per phase, {os.cpu_count()} CPUs, "
+          f"client and servers on one machine\n")
+    print("| server | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|---|")
+    results = {}
+    for kind in ("baseline", "bertkit"):
+        proc, url = start(kind, model_dir, [])
+        try:
+            for n in levels:
+                results[kind, n] = asyncio.run(phase(url, n, args.duration, texts))
+                print(row(kind if kind == "bertkit" else "transformers, per request", results[kind, n]), flush=True)
+        finally:
+            stop(proc)
+    print()
+    for n in levels:
+        b, k = results["baseline", n], results["bertkit", n]
+        print(f"{n} clients: bertkit {k['requests/s'] / b['requests/s']:.2f}x the baseline's throughput, "
+              f"p99 {k['p99_ms']:.0f} ms vs {b['p99_ms']:.0f} ms")
+
+    print("\nfaults (bertkit):\n| phase | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |\n"
+          "|---|---:|---:|---:|---:|---:|---|")
+    proc, url = start("bertkit", model_dir, ["--max-queue", "32"])
+    try:
+        print(row("overload, queue of 32", asyncio.run(phase(url, 200, args.duration, texts))), flush=True)
+    finally:
+        stop(proc)
+    proc, url = start("bertkit", model_dir, [])
+    try:
+        print(row("1 in 5 malformed", asyncio.run(phase(url, 50, args.duration, texts, malformed_share=0.2))),
+              flush=True)
+        computed = metric(url, "bertkit_batch_size_sum")
+        gave_up = asyncio.run(phase(url, 50, args.duration, texts, give_up_s=0.05))
+        print(row("clients give up after 50 ms", gave_up), flush=True)
+        after = asyncio.run(phase(url, 10, min(5.0, args.duration), texts))
+        print(row("then 10 patient clients", after), flush=True)
+        dropped = metric(url, "bertkit_dropped_items_total")
+        abandoned = gave_up["errors"].get("good gave up", 0)
+        computed = metric(url, "bertkit_batch_size_sum") - computed
+        print(f"\n{abandoned} requests abandoned by their clients: {dropped:.0f} dropped from the queue "
+              f"unread, {computed:.0f} texts computed in the two phases; queue depth now "
+              f"{metric(url, 'bertkit_queue_depth'):.0f}")
+    finally:
+        stop(proc)
+
+
+if __name__ == "__main__":
+    main()
