@@ -1,5 +1,6 @@
-"""Load and fault test of `bertkit serve` against a baseline server that runs transformers once per
-request (no batching), both serving MiniLM sentence vectors over HTTP on the loopback interface.
+"""Load and fault test of `bertkit serve` (torch, onnx and onnx-int8 backends; the ONNX graphs are
+exported to runs/ on first use) against a baseline server that runs transformers once per request
+(no batching), all serving MiniLM sentence vectors over HTTP on the loopback interface.
 
     python bench/serve.py [--duration 10] [--clients 10,50,200] [--model minilm]
 
@@ -191,20 +192,30 @@ def main() -> None:
     print(f"bench/serve.py: {len(texts)} texts, {args.duration:g} s per phase, {os.cpu_count()} CPUs, "
           f"client and servers on one machine\n")
     print("| server | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|---|")
+    onnx_dir = ROOT / "runs" / f"{Path(model_dir).name}-onnx"
+    if not (onnx_dir / "model.int8.onnx").is_file():
+        from bertkit.export import export_dir
+
+        export_dir(model_dir, onnx_dir, quantize="int8")
+    servers = {"transformers, per request": ("baseline", model_dir, []),
+               "bertkit (torch)": ("bertkit", model_dir, []),
+               "bertkit --backend onnx": ("bertkit", str(onnx_dir), ["--backend", "onnx"]),
+               "bertkit --backend onnx-int8": ("bertkit", str(onnx_dir), ["--backend", "onnx-int8"])}
     results = {}
-    for kind in ("baseline", "bertkit"):
-        proc, url = start(kind, model_dir, [])
+    for name, (kind, directory, extra) in servers.items():
+        proc, url = start(kind, directory, extra)
         try:
             for n in levels:
-                results[kind, n] = asyncio.run(phase(url, n, args.duration, texts))
-                print(row(kind if kind == "bertkit" else "transformers, per request", results[kind, n]), flush=True)
+                results[name, n] = asyncio.run(phase(url, n, args.duration, texts))
+                print(row(name, results[name, n]), flush=True)
         finally:
             stop(proc)
     print()
-    for n in levels:
-        b, k = results["baseline", n], results["bertkit", n]
-        print(f"{n} clients: bertkit {k['requests/s'] / b['requests/s']:.2f}x the baseline's throughput, "
-              f"p99 {k['p99_ms']:.0f} ms vs {b['p99_ms']:.0f} ms")
+    for name in list(servers)[1:]:
+        for n in levels:
+            b, k = results["transformers, per request", n], results[name, n]
+            print(f"{name}, {n} clients: {k['requests/s'] / b['requests/s']:.2f}x the baseline's throughput, "
+                  f"p99 {k['p99_ms']:.0f} ms vs {b['p99_ms']:.0f} ms")
 
     print("\nfaults (bertkit):\n| phase | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |\n"
           "|---|---:|---:|---:|---:|---:|---|")
