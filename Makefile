@@ -38,8 +38,9 @@ test: fetch-test-data tf-env
 test-slow: fetch-test-data
 	$(PY) -m pytest -q -m slow
 
-bench: setup
-	$(PY) bench/encode.py
+# The speed table against transformers (about 10 minutes on 2 cores): bench/results.md.
+bench: fetch-test-data
+	$(PY) bench/speed.py
 
 clean:
 	rm -rf .venv .venv-tf build src/*.egg-info

@@ -1,0 +1,233 @@
+"""The speed table (`make bench`): bertkit and transformers side by side, each measurement in its own
+process, on the same real MR sentences and the same weights; a Markdown table of ratios.
+
+    .venv/bin/python bench/speed.py [--n 2000] [--out bench/results.md]
+
+Rows: sentence encoding with MiniLM (bertkit fp32 / ONNX fp32 / ONNX int8, each against transformers
+fp32) and with a BERT-base-shaped random model; one fine-tuning step (classification, AdamW) and
+one pretraining step (MLM + NSP, bench/pretrain.py); peak memory growth of each. Then the achieved
+GFLOP/s of BERT-base inference (batch 32 x 128 tokens, bertkit fp32) against a GEMM measured in
+the same run on the same machine (torch.mm of BERT-base's feed-forward shape).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encode import PeakRSS, load_sentences, transformers_encode  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+
+
+def base_model_dir(tmp: Path) -> Path:
+    """A BERT-base-shaped model with random weights and MiniLM's vocab (speed does not need training)."""
+    from bertkit.checkpoint import save_model
+    from bertkit.fetch import resolve_model
+    from bertkit.model import BertConfig, BertModel
+    from bertkit.tokenizer import BertTokenizer
+
+    d = tmp / "base"
+    if not (d / "model.safetensors").is_file():
+        tokenizer = BertTokenizer.from_dir(resolve_model("minilm"))
+        torch.manual_seed(0)
+        save_model(BertModel(BertConfig(vocab_size=tokenizer.vocab_size, **BASE)).eval(), d, tokenizer)
+    return d
+
+
+def onnx_dir() -> Path:
+    from bertkit.fetch import resolve_model
+
+    d = ROOT / "runs" / "minilm-onnx"
+    if not (d / "model.int8.onnx").is_file():
+        from bertkit.export import export_dir
+
+        export_dir(resolve_model("minilm"), d, quantize="int8")
+    return d
+
+
+# ---- workers: one measurement each, in a fresh process ----
+
+def work_encode(side: str, model_dir: str, n: int, out: str) -> dict:
+    texts = load_sentences(n)
+    if side == "transformers":
+        run = transformers_encode(model_dir, 32)
+    else:
+        from bertkit import Encoder
+
+        backend = side.removeprefix("bertkit-")
+        run = Encoder(model_dir, pooling="mean", normalize=True, batch_size=32,
+                      backend="torch" if backend == "bertkit" else backend).encode
+    run(texts[:128])  # warm up
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        vectors = run(texts)
+        seconds = time.perf_counter() - start
+    np.save(out, vectors)
+    return {"rate": len(texts) / seconds, "unit": "sentences/s", "mib": mem.mib}
+
+
+def work_finetune(side: str, model_dir: str, steps: int) -> dict:
+    """Training steps of sentence classification on MR (batch 32, AdamW), dropout on."""
+    texts = load_sentences(32 * (steps + 2))
+    labels = torch.tensor([i % 2 for i in range(len(texts))])
+    if side == "transformers":
+        import transformers
+
+        tok = transformers.BertTokenizerFast.from_pretrained(model_dir)
+        model = transformers.BertForSequenceClassification.from_pretrained(model_dir, num_labels=2).train()
+        batches = [dict(tok(texts[i:i + 32], padding="longest", return_tensors="pt")) for i in range(0, len(texts), 32)]
+
+        def loss_of(b, y):
+            return model(**b, labels=y).loss
+    else:
+        from bertkit.checkpoint import load_model
+        from bertkit.data.collate import collate
+        from bertkit.model import BertForSequenceClassification
+        from bertkit.tokenizer import BertTokenizer
+
+        tok = BertTokenizer.from_dir(model_dir)
+        model = load_model(model_dir, BertForSequenceClassification, num_labels=2).train()
+        encs = tok.encode_batch(texts, max_length=512)
+        batches = [collate([{"input_ids": e.ids, "token_type_ids": e.type_ids} for e in encs[i:i + 32]])
+                   for i in range(0, len(texts), 32)]
+
+        def loss_of(b, y):
+            logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            return torch.nn.functional.cross_entropy(logits, y)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
+    with PeakRSS() as mem:
+        for i, b in enumerate(batches):
+            if i == 2:
+                start = time.perf_counter()
+            loss_of(b, labels[32 * i: 32 * i + 32]).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - start
+    return {"rate": 32 * steps / seconds, "unit": "examples/s", "mib": mem.mib}
+
+
+def work_flops(model_dir: str) -> dict:
+    """BERT-base inference, batch 32 x 128, bertkit fp32: achieved GFLOP/s against a measured GEMM."""
+    from bertkit.checkpoint import load_model
+    from bertkit.model import BertModel
+
+    B, T, H, L, FF = 32, 128, BASE["hidden_size"], BASE["num_hidden_layers"], BASE["intermediate_size"]
+    # Multiply-adds x 2: QKV + output projections 4 H^2, feed-forward 2 H FF per token; attention
+    # scores and context 2 T H per token; the pooler's one H^2 per sequence.
+    flops = 2 * L * B * T * (4 * H * H + 2 * H * FF + 2 * T * H) + 2 * B * H * H
+    model = load_model(model_dir, BertModel)
+    ids = torch.randint(1000, 20000, (B, T), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        model(ids, mask)
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            model(ids, mask)
+            times.append(time.perf_counter() - start)
+        a, w = torch.randn(B * T, H), torch.randn(H, FF)
+        torch.mm(a, w)
+        gemm = []
+        for _ in range(5):
+            start = time.perf_counter()
+            torch.mm(a, w)
+            gemm.append(time.perf_counter() - start)
+    model_rate = flops / min(times) / 1e9
+    gemm_rate = 2 * B * T * H * FF / min(gemm) / 1e9
+    return {"model_gflops": model_rate, "gemm_gflops": gemm_rate, "share": model_rate / gemm_rate,
+            "seconds": min(times)}
+
+
+def worker(args: list[str]) -> dict:
+    kind, *rest = args
+    if kind == "encode":
+        return work_encode(rest[0], rest[1], int(rest[2]), rest[3])
+    if kind == "finetune":
+        return work_finetune(rest[0], rest[1], int(rest[2]))
+    return work_flops(rest[0])
+
+
+def run(*args: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"worker {args} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=2000, help="MR sentences per encoding row (BERT-base: a quarter)")
+    ap.add_argument("--steps", type=int, default=8, help="timed fine-tuning steps")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker)))
+        return
+    from bertkit.fetch import resolve_model
+
+    minilm = str(resolve_model("minilm"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        base, onnx = str(base_model_dir(tmp)), str(onnx_dir())
+
+        def encode_row(label, side, model_dir, reference_dir, n):
+            theirs = run("encode", "transformers", reference_dir, str(n), str(tmp / "t.npy"))
+            ours = run("encode", side, model_dir, str(n), str(tmp / "o.npy"))
+            cos = (np.load(tmp / "t.npy") * np.load(tmp / "o.npy")).sum(1)  # both L2-normalised
+            rows.append((label, ours, theirs, f"cosine to transformers fp32: mean {cos.mean():.4f}, worst {cos.min():.4f}"))
+            print(f"{label}: {ours['rate']:.1f} vs {theirs['rate']:.1f} {ours['unit']}", file=sys.stderr)
+
+        encode_row("encode, MiniLM fp32", "bertkit", minilm, minilm, args.n)
+        encode_row("encode, MiniLM ONNX fp32", "bertkit-onnx", onnx, minilm, args.n)
+        encode_row("encode, MiniLM ONNX int8", "bertkit-onnx-int8", onnx, minilm, args.n)
+        encode_row("encode, BERT-base shape fp32", "bertkit", base, base, args.n // 4)
+        for label, model_dir in (("fine-tune step, MiniLM", minilm), ("fine-tune step, BERT-base shape", base)):
+            ours, theirs = run("finetune", "bertkit", model_dir, str(args.steps)), \
+                run("finetune", "transformers", model_dir, str(args.steps))
+            rows.append((label, ours, theirs, "classification, batch 32 MR sentences, AdamW"))
+            print(f"{label}: {ours['rate']:.1f} vs {theirs['rate']:.1f}", file=sys.stderr)
+        flops = run("flops", base)
+    pretrain = subprocess.run([sys.executable, str(ROOT / "bench" / "pretrain.py"), "--sizes", "minilm"],
+                              capture_output=True, text=True)
+    table = [line for line in pretrain.stdout.splitlines() if line.startswith("| minilm")]
+    if table:
+        cells = [c.strip() for c in table[0].strip("|").split("|")]
+        rate = lambda c: float(c.replace(",", ""))  # noqa: E731
+        mib = lambda c: float(c.split()[0].replace(",", ""))  # noqa: E731
+        rows.append(("pretrain step, MiniLM shape", {"rate": rate(cells[1]), "unit": "tokens/s", "mib": mib(cells[4])},
+                     {"rate": rate(cells[2]), "mib": mib(cells[5])}, "MLM + NSP, batch 32 x 128, AdamW (bench/pretrain.py)"))
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
+    lines = [f"Machine: {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+             f"{time.strftime('%Y-%m-%d')}.", "",
+             "| row | bertkit | transformers | ratio | peak RSS growth (bertkit / transformers) | notes |",
+             "|---|---:|---:|---:|---:|---|"]
+    for label, ours, theirs, note in rows:
+        lines.append(f"| {label} | {ours['rate']:,.1f} {ours['unit']} | {theirs['rate']:,.1f} | "
+                     f"**{ours['rate'] / theirs['rate']:.2f}x** | {ours['mib']:,.0f} / {theirs['mib']:,.0f} MiB | {note} |")
+    lines += ["", f"BERT-base inference (batch 32 x 128, fp32, bertkit): {flops['model_gflops']:.1f} GFLOP/s "
+                  f"({flops['seconds']:.2f} s a batch); GEMM of the feed-forward shape ([4096 x 768] x [768 x 3072]) "
+                  f"on the same machine: {flops['gemm_gflops']:.1f} GFLOP/s; "
+                  f"**{100 * flops['share']:.0f}% of the GEMM rate**."]
+    text = "\n".join(lines) + "\n"
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
