@@ -13,9 +13,11 @@ util/tensor_bundle/tensor_bundle.{h,cc,proto} and tensorflow/core/lib/io/{format
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from pathlib import Path
+from typing import Callable
 
 import google_crc32c
 import numpy as np
@@ -185,41 +187,55 @@ def resolve_prefix(path: str | Path) -> Path:
     return p
 
 
-def read_bundle(path: str | Path) -> dict[str, np.ndarray]:
-    """Every tensor of a TensorFlow checkpoint, by variable name; checksums verified."""
-    prefix = resolve_prefix(path)
+def _index(prefix: Path) -> tuple[int, dict[str, dict]]:
+    """(number of data shards, {tensor name: decoded BundleEntryProto}) from PREFIX.index."""
     index = prefix.with_name(prefix.name + ".index")
     table = _read_table(index)
     header = _decode_message(table.pop(b"", b""))
-    num_shards = header.get(1, [1])[0]
     if header.get(2, [0])[0] != 0:
         raise BertkitError(f"{index}: big-endian checkpoints are not supported")
-    shards: dict[int, bytes] = {}
+    return header.get(1, [1])[0], {k.decode("utf-8"): _decode_message(v) for k, v in sorted(table.items())}
+
+
+def bundle_names(path: str | Path) -> list[str]:
+    """The tensor names of a TensorFlow checkpoint, from its index alone."""
+    return list(_index(resolve_prefix(path))[1])
+
+
+def read_bundle(path: str | Path, skip: Callable[[str], bool] | None = None) -> dict[str, np.ndarray]:
+    """The tensors of a TensorFlow checkpoint by variable name, checksums verified. Tensors whose name
+    `skip` accepts (e.g. optimizer slots, twice the model's size) are never read from disk."""
+    prefix = resolve_prefix(path)
+    num_shards, entries = _index(prefix)
+    index = prefix.with_name(prefix.name + ".index")
     tensors = {}
-    for key, value in sorted(table.items()):
-        name = key.decode("utf-8")
-        entry = _decode_message(value)
-        if 7 in entry:
-            raise BertkitError(f"{index}: `{name}` is a partitioned variable (saved in slices); "
-                               "re-save it unpartitioned with TensorFlow first")
-        dtype_code = entry.get(1, [0])[0]
-        if dtype_code not in DTYPES:
-            raise BertkitError(f"{index}: `{name}` has TensorFlow dtype {dtype_code} (e.g. 7 = string), "
-                               "which no BERT weight uses; only numeric tensors are read")
-        shape = [_decode_message(d).get(1, [0])[0] for d in _decode_message(entry[2][0]).get(2, [])] \
-            if 2 in entry else []
-        shard, offset, size = (entry.get(k, [0])[0] for k in (3, 4, 5))
-        if shard not in shards:
-            data_file = prefix.with_name(f"{prefix.name}.data-{shard:05d}-of-{num_shards:05d}")
-            if not data_file.is_file():
-                raise BertkitError(f"{data_file} not found: a checkpoint's .index needs its .data files beside it")
-            shards[shard] = data_file.read_bytes()
-        raw = shards[shard][offset:offset + size]
-        if len(raw) != size:
-            raise BertkitError(f"{prefix}.data-{shard:05d}: truncated at `{name}`; copy the checkpoint again")
-        if 6 in entry and masked_crc32c(raw) != entry[6][0]:
-            raise BertkitError(f"{prefix}: checksum mismatch for `{name}`: the data file is corrupt; copy it again")
-        tensors[name] = _decode_tensor(raw, DTYPES[dtype_code], shape)
+    with contextlib.ExitStack() as stack:
+        shards = {}
+        for name, entry in entries.items():
+            if skip is not None and skip(name):
+                continue
+            if 7 in entry:
+                raise BertkitError(f"{index}: `{name}` is a partitioned variable (saved in slices); "
+                                   "re-save it unpartitioned with TensorFlow first")
+            dtype_code = entry.get(1, [0])[0]
+            if dtype_code not in DTYPES:
+                raise BertkitError(f"{index}: `{name}` has TensorFlow dtype {dtype_code} (e.g. 7 = string), "
+                                   "which no BERT weight uses; only numeric tensors are read")
+            shape = [_decode_message(d).get(1, [0])[0] for d in _decode_message(entry[2][0]).get(2, [])] \
+                if 2 in entry else []
+            shard, offset, size = (entry.get(k, [0])[0] for k in (3, 4, 5))
+            if shard not in shards:
+                data_file = prefix.with_name(f"{prefix.name}.data-{shard:05d}-of-{num_shards:05d}")
+                if not data_file.is_file():
+                    raise BertkitError(f"{data_file} not found: a checkpoint's .index needs its .data files beside it")
+                shards[shard] = stack.enter_context(open(data_file, "rb"))
+            shards[shard].seek(offset)
+            raw = shards[shard].read(size)
+            if len(raw) != size:
+                raise BertkitError(f"{prefix}.data-{shard:05d}: truncated at `{name}`; copy the checkpoint again")
+            if 6 in entry and masked_crc32c(raw) != entry[6][0]:
+                raise BertkitError(f"{prefix}: checksum mismatch for `{name}`: the data file is corrupt; copy it again")
+            tensors[name] = _decode_tensor(raw, DTYPES[dtype_code], shape)
     return tensors
 
 

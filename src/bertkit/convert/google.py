@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import save_file
 
 from bertkit.checkpoint import atomic_write_text, load_config, load_model, read_state_dict
-from bertkit.convert.bundle import read_bundle, resolve_prefix, write_bundle
-from bertkit.convert.tf import from_tf, reference_forward, to_tf
+from bertkit.convert.bundle import bundle_names, read_bundle, resolve_prefix, write_bundle
+from bertkit.convert.tf import TF_TRAINING_STATE, from_tf, reference_forward, to_tf
 from bertkit.data.collate import collate
 from bertkit.errors import BertkitError
 from bertkit.export import BUILT_IN
@@ -45,10 +45,14 @@ def tf_to_hf(checkpoint: str | Path, output: str | Path, config_file: str | Path
     prefix = resolve_prefix(checkpoint)
     config_file = Path(config_file) if config_file else _beside(prefix, "bert_config.json", "config.json")
     vocab_file = Path(vocab_file) if vocab_file else _beside(prefix, "vocab.txt")
-    config_data = json.loads(config_file.read_text(encoding="utf-8"))
+    try:
+        config_data = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BertkitError(f"{config_file} is not valid JSON ({e}): restore it from the original checkpoint") from e
     config = BertConfig.from_dict(config_data, source=str(config_file))
-    tf_state = read_bundle(prefix)
-    hf_state, skipped, unknown = from_tf(tf_state)
+    skipped = [name for name in bundle_names(prefix) if TF_TRAINING_STATE.search(name)]
+    tf_state = read_bundle(prefix, skip=TF_TRAINING_STATE.search)  # Adam slots: never read
+    hf_state, _, unknown = from_tf(tf_state)
     if unknown:
         log.warning("%s: %d variable(s) with no place in BERT, not converted: %s", prefix, len(unknown),
                     ", ".join(unknown[:6]))
