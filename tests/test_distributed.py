@@ -123,3 +123,50 @@ def test_two_processes_match_one_and_resume_in_one(data, tmp_path):
     assert [_state(killed)["position"][k] for k in where] == [reference["position"][k] for k in where]
     _assert_same_weights(_state(killed)["model"], reference["model"])
     assert [r["step"] for r in _log(killed)] == [r["step"] for r in log_one]
+
+
+@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun is not installed beside this python")
+def test_multitask_with_crf_two_processes_match_one(tmp_path, minilm_dir, mr_small, wnut16_dir):
+    """Fine-tuning under torchrun with heads whose loss lives outside `forward` (the CRF) and with heads
+    that a step does not use (multi-task): 2 processes end with the weights of 1 process."""
+    from bertkit.checkpoint import save_model
+    from bertkit.model import BertConfig, BertModel
+    from bertkit.tokenizer import BertTokenizer
+    from helpers import head_conll
+
+    tokenizer = BertTokenizer.from_dir(minilm_dir)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    model = save_model(BertModel(config), tmp_path / "tiny", tokenizer)
+    ner = head_conll(wnut16_dir / "train.conll", tmp_path / "ner.conll", 48)
+    train, dev = mr_small
+    cfg = tmp_path / "mt.yaml"
+    cfg.write_text(f"""task: multitask
+model: {model}
+max_length: 48
+device: cpu
+sampling: temperature
+train: {{epochs: 2, batch_size: 16, lr: 1.0e-3, eval_every: 0, log_every: 1}}
+tasks:
+  - {{name: sentiment, task: classify, train: {train}, dev: {dev}}}
+  - {{name: entities, task: ner, head: crf, train: {ner}, dev: {ner}}}
+""", encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        cmd = [sys.executable, "-m", "bertkit.cli.main"] if processes == 1 else \
+            [str(TORCHRUN), "--standalone", f"--nproc_per_node={processes}", "-m", "bertkit.cli.main"]
+        runs[processes] = subprocess.Popen(cmd + ["finetune", "--config", str(cfg), "--output", str(out)],
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    for processes, proc in runs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        assert ("distributed: 2 processes (gloo)" in err) == (processes == 2)
+        assert (json.loads(out) or {}).get("score") is not None  # printed once, by rank 0
+    one, two = _state(tmp_path / "p1"), _state(tmp_path / "p2")
+    assert one["position"]["step"] == two["position"]["step"] > 4
+    assert any(k.endswith("crf.transitions") for k in one["model"]), list(one["model"])[:5]
+    _assert_same_weights(two["model"], one["model"])

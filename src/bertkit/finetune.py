@@ -22,6 +22,7 @@ from bertkit.fetch import resolve_data, resolve_model
 from bertkit.model import BertConfig
 from bertkit.tasks import get_task
 from bertkit.tokenizer import BertTokenizer
+from bertkit.train import distributed
 from bertkit.train.loop import Trainer, TrainConfig, predict, set_seed
 
 log = logging.getLogger("bertkit")
@@ -106,9 +107,16 @@ def _load_data(task, train: str, dev: str, tokenizer, max_length: int, limit: in
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
-    """Train the task on `cfg.train.data`, keep the best dev checkpoint in `cfg.output`; dev metrics."""
-    if cfg.seeds:
-        return _finetune_seeds(cfg)
+    """Train the task on `cfg.train.data`, keep the best dev checkpoint in `cfg.output`; dev metrics
+    (on rank 0; {} on the other processes of a `torchrun` run, see `bertkit.train.distributed`)."""
+    info = distributed.init_distributed(cfg.device)
+    try:
+        return _finetune_seeds(cfg, info) if cfg.seeds else _finetune(cfg, info)
+    finally:
+        distributed.shutdown()
+
+
+def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
     out = Path(cfg.output)
     if cfg.max_length is None:
         qa = cfg.task == "qa" or any(spec.task == "qa" for spec in cfg.tasks)
@@ -143,8 +151,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
                      read_state_dict(model_dir), source=str(model_dir))
     else:
         log.info("init=random: training from randomly initialised weights (no pretraining)")
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "finetune.yaml")
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "finetune.yaml")
 
     def save_best(trained, metrics):
         if cfg.task == "multitask":
@@ -155,8 +164,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
         else:
             _save_task_dir(out, trained, task, tokenizer, cfg.max_length, metrics)
 
-    trainer = Trainer(model, task, cfg.train, out, save_best, tokenizer.pad_id, _device(cfg.device))
+    trainer = Trainer(model, task, cfg.train, out, save_best, tokenizer.pad_id,
+                      distributed.device_for(cfg.device, info))
     best = trainer.fit(train_features, dev_features, dev_examples, resume=cfg.resume)
+    if not info.is_main:
+        return {}
     if getattr(task, "labels", None) and task.name == "classify" and best:
         _confusion_png(out, trainer.model, task, tokenizer, dev_features, dev_examples)
     return _flat(best)
@@ -215,13 +227,15 @@ def _label_config(task) -> dict:
             "label2id": {lab: i for i, lab in enumerate(task.labels)}}
 
 
-def _finetune_seeds(cfg: FinetuneConfig) -> dict:
+def _finetune_seeds(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
     """The same job once per seed, into OUTPUT/seed-N; OUTPUT/metrics.json holds mean and std."""
     runs = []
     for seed in cfg.seeds:
         one = FinetuneConfig(**{**cfg.__dict__, "seeds": [], "output": str(Path(cfg.output) / f"seed-{seed}"),
                                 "train": TrainConfig(**{**cfg.train.__dict__, "seed": seed})})
-        runs.append(finetune(one))
+        runs.append(_finetune(one, info))
+    if not info.is_main:
+        return {}
     summary = {}
     for key in runs[0]:
         values = [r[key] for r in runs]

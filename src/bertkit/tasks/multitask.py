@@ -41,6 +41,7 @@ class MultiTaskModel(nn.Module):
 class MultiTask:
     name = "multitask"
     main_metric = "score"  # the mean of the tasks' main metrics
+    unused_parameters = True  # a batch trains one head: the others get no gradient in that step
 
     def __init__(self, tasks: dict, sampling: str = "proportional", temperature: float = 2.0):
         if sampling not in SAMPLING:

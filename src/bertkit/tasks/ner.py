@@ -212,7 +212,8 @@ class NerTask:
         labels = batch["label"]  # [B, T], IGNORE except on first pieces
         tagged = labels != IGNORE
         if not bool(tagged.any()):  # e.g. only whitespace: nothing to learn, but keep the graph
-            return logits.sum() * 0.0
+            zero = logits.sum() * 0.0  # (every parameter gets a gradient, as DDP expects)
+            return zero + sum(p.sum() for p in model.crf.parameters()) * 0.0 if self.head == "crf" else zero
         if self.head == "softmax":
             return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
         emissions, mask, tags = _compact(logits, tagged, labels)  # [B, W, L], [B, W], [B, W]

@@ -115,16 +115,31 @@ def gather_objects(obj) -> list:
     return out
 
 
-def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """DistributedDataParallel around `model` when distributed; the model itself otherwise.
-    Parameters that should not train (e.g. the NSP head without NSP data) must have requires_grad
-    False: DDP expects a gradient for every trainable parameter in every step."""
+class _Loss(torch.nn.Module):
+    """A task's loss as a module: `forward(loss_fn, *args)` is `loss_fn(model, *args)`, so what DDP wraps
+    is the whole loss computation and it sees every parameter the loss uses, a CRF's included."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, loss_fn, *args):
+        return loss_fn(self.model, *args)
+
+
+def wrap(model: torch.nn.Module, device: torch.device, unused_parameters: bool = False) -> torch.nn.Module:
+    """What the training loop computes losses through: `wrapped(task.loss, batch, ...)` is
+    `task.loss(model, batch, ...)`, inside DistributedDataParallel when distributed.
+
+    `unused_parameters`: some trainable parameters get no gradient in some steps (a multi-task model
+    trains one head per batch). Otherwise every trainable parameter must get one in every step, and
+    those that should not train (e.g. the NSP head without NSP data) must have requires_grad False."""
     if current().world_size == 1:
-        return model
+        return _Loss(model)
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    return DistributedDataParallel(_Loss(model), device_ids=ids, find_unused_parameters=unused_parameters)
 
 
 def shutdown() -> None:

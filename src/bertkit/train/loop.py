@@ -169,7 +169,8 @@ class Trainer:
         optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.optimizer)
         scheduler = linear_schedule(optimizer, int(cfg.warmup * total), total)
         pos = self._start(optimizer, scheduler, resume)
-        model = distributed.wrap(self.model, self.device)  # what the loss runs through (DDP when distributed)
+        # what losses are computed through (DDP when distributed)
+        loss_of = distributed.wrap(self.model, self.device, getattr(self.task, "unused_parameters", False))
         self.model.train()
         bar = tqdm(total=total, initial=pos["step"], desc="train", unit="step", disable=not self.dist.is_main)
         start, tokens, running = time.perf_counter(), 0, []
@@ -181,7 +182,7 @@ class Trainer:
                 group = batches[pos["batch"]: pos["batch"] + cfg.grad_accum]
                 micro_batches = [_to(collate([features[i] for i in idx[rank::world]], self.pad_id), self.device)
                                  for idx in group]
-                loss_sum = self._backward(model, micro_batches)
+                loss_sum = self._backward(loss_of, micro_batches)
                 tokens += sum(int(b["attention_mask"].sum()) for b in micro_batches)
                 if cfg.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -236,7 +237,7 @@ class Trainer:
             set_seed(_rank_seed(self.cfg.seed, self.dist.rank, 0))
         return {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_metrics": {}, "bad_evals": 0}
 
-    def _backward(self, model, micro_batches: list[dict]) -> float:
+    def _backward(self, loss_of, micro_batches: list[dict]) -> float:
         """Forward and backward over one optimiser step's micro-batches; the step's mean loss.
 
         The loss is normalised by what it averages over in the *whole* step (all micro-batches, all
@@ -253,11 +254,11 @@ class Trainer:
         for i, (batch, count) in enumerate(zip(micro_batches, counts)):
             # gradients are averaged over processes once, after the step's last micro-batch
             sync = world == 1 or i == len(micro_batches) - 1
-            with nullcontext() if sync else model.no_sync():
+            with nullcontext() if sync else loss_of.no_sync():
                 if counted:
-                    loss = self.task.loss(model, batch, totals)
+                    loss = loss_of(self.task.loss, batch, totals)
                 else:  # gradient accumulation: losses weighted by micro-batch size
-                    loss = self.task.loss(model, batch) * (count["examples"] / totals["examples"])
+                    loss = loss_of(self.task.loss, batch) * (count["examples"] / totals["examples"])
                 if world > 1:
                     loss = loss * world  # DistributedDataParallel divides the summed gradients by `world`
                 loss.backward()
