@@ -249,3 +249,26 @@ def test_init_and_state_dict():
 def test_label_count_mismatch():
     with pytest.raises(BertkitError, match="emissions have 3 labels but the CRF was built for 5"):
         CRF(BIO5).decode(torch.zeros(1, 2, 3))
+
+
+def test_crf_scores_get_no_weight_decay():
+    """Weight decay pulls transition scores toward 0 ("no preference"): only the encoder's and the
+    emission layer's matrices are decayed, in a plain tagging model and inside a multi-task model."""
+    from bertkit.model import BertConfig
+    from bertkit.tasks import get_task
+    from bertkit.tasks.multitask import MultiTask
+    from bertkit.train.optim import param_groups
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    for task in (get_task("ner", head="crf"),
+                 MultiTask({"a": get_task("classify"), "b": get_task("ner", head="crf")})):
+        for sub in getattr(task, "tasks", {"": task}).values():
+            sub.fit([{"tokens": ["x"], "tags": lab, "label": lab[0], "source": "t", "line": 1}
+                     for lab in (["B-PER"], ["O"])])
+        model = task.build_model(config)
+        decayed = {id(p) for p in param_groups(model, 0.01)[0]["params"]}
+        names = {n for n, p in model.named_parameters() if id(p) in decayed}
+        assert not any(".crf." in f".{n}" for n in names)
+        assert {n.rsplit(".", 1)[1] for n in names} == {"weight"}
+        assert any(n.endswith("classifier.weight") for n in names)

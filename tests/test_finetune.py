@@ -169,6 +169,22 @@ def test_multitask_sampling():
     assert all(len({features[i]["task"] for i in b}) == 1 for b in batches)
 
 
+def test_multitask_score_puts_squad_percentages_on_the_0_1_scale():
+    """The score that picks the best checkpoint averages accuracy (0-1) with SQuAD F1 (0-100) /100:
+    otherwise a QA task would outweigh every other task a hundredfold."""
+    from bertkit.tasks import get_task
+    from bertkit.tasks.multitask import MultiTask
+
+    task = MultiTask({"mr": get_task("classify"), "squad": get_task("qa")})
+    task.tasks["mr"].labels = ["neg", "pos"]
+    examples = [{"task": 0, "label": "pos"}, {"task": 0, "label": "neg"},
+                {"task": 1, "id": "q", "answers": [{"text": "Paris", "start": 0}], "impossible": False}]
+    predictions = [{"label": "pos"}, {"label": "pos"}, {"id": "q", "answer": "Paris"}]
+    metrics = task.metrics(predictions, examples)
+    assert metrics["mr.accuracy"] == 0.5 and metrics["squad.f1"] == 100.0
+    assert metrics["score"] == pytest.approx((0.5 + 1.0) / 2)
+
+
 @pytest.mark.parametrize("head", ["softmax", "crf"])
 def test_ner_finetune_evaluate_predict_cli(tiny_dir, wnut16_dir, tmp_path, capsys, head):
     train = head_conll(wnut16_dir / "train.conll", tmp_path / "train.conll", 40)

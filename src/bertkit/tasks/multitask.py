@@ -123,7 +123,8 @@ class MultiTask:
         return predictions
 
     def metrics(self, predictions, examples) -> dict[str, float]:
-        """`{task}.{metric}` for every task, and `score`, the mean of the tasks' main metrics."""
+        """`{task}.{metric}` for every task, and `score`, the mean of the tasks' main metrics, each on a
+        0-1 scale (SQuAD's EM and F1 are percentages: they count /100 in the score)."""
         out, mains = {}, []
         for t, indices in enumerate(self._split(examples)):
             if not indices:
@@ -131,7 +132,7 @@ class MultiTask:
             task = self.tasks[self.names[t]]
             sub = task.metrics([predictions[i] for i in indices], [examples[i] for i in indices])
             out.update({f"{self.names[t]}.{k}": v for k, v in sub.items() if isinstance(v, (int, float))})
-            mains.append(sub[task.main_metric])
+            mains.append(sub[task.main_metric] / getattr(task, "metric_scale", 1.0))
         out["score"] = statistics.mean(mains)
         return out
 

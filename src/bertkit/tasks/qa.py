@@ -185,6 +185,7 @@ def _top(x: np.ndarray, k: int) -> np.ndarray:
 class QATask:
     name = "qa"
     main_metric = "f1"
+    metric_scale = 100.0  # EM and F1 are percentages, as in the SQuAD scripts
 
     def __init__(self, labels=None, doc_stride: int = 128, max_query_length: int = 64,
                  max_answer_length: int = 30, n_best: int = 20, version: str | None = None):

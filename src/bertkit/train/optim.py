@@ -11,12 +11,14 @@ OPTIMIZERS = ("adamw", "lamb")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: biases and LayerNorm parameters are 1-D and are left alone (as the paper).
-    `adapt` marks the group that gets LAMB's layer-wise trust ratio (AdamW ignores it)."""
+    """Decay weight matrices only: biases and LayerNorm parameters (1-D) are left alone as in the paper,
+    and so are a CRF's transition scores (log-potentials learned from tag statistics, which decay
+    would pull toward "no preference"). `adapt` marks the group that gets LAMB's layer-wise trust ratio
+    (AdamW ignores it)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
+            (no_decay if p.ndim < 2 or ".crf." in f".{name}" else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay, "adapt": True},
             {"params": no_decay, "weight_decay": 0.0, "adapt": False}]
 
