@@ -69,3 +69,20 @@ def test_help_lists_every_option():
     text = help_text(Run, "bertkit x")
     for flag in ("--model", "--batch-size", "--optim.lr", "one of cls, mean, max"):
         assert flag in text
+
+
+@pytest.mark.parametrize("verb", ["finetune", "pretrain", "encode", "serve", "export", "convert", "pretrain-data"])
+def test_every_flag_in_help_is_accepted_as_printed(verb, capsys):
+    """Nested keys are printed with dashes (`--config-overrides.hidden-size`), and each flag printed is
+    one the parser takes (a wrong value type is fine here; an unknown key is not)."""
+    from bertkit.cli.main import main as cli
+
+    with pytest.raises(SystemExit):
+        cli([verb, "--help"])
+    text = capsys.readouterr().out
+    flags = [line.split()[0] for line in text.splitlines() if line.startswith("  --")]
+    assert len(flags) >= 3 and not [f for f in flags if "_" in f]
+    for flag in flags:
+        cli([verb, f"{flag}=@"])
+        err = capsys.readouterr().err
+        assert "unknown key" not in err and "unrecognized" not in err, (flag, err)

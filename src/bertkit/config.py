@@ -217,18 +217,39 @@ def _read_yaml(path: str) -> dict:
     return data
 
 
-def help_text(cls, prog: str, prefix: str = "") -> str:
-    lines = [f"usage: {prog} [--config FILE.yaml] [--key=value ...]", ""] if not prefix else []
+def help_text(cls, prog: str) -> str:
+    rows = _help_rows(cls, "")
+    width = min(max(len(flag) for flag, _ in rows if flag.startswith("  ")), 40)
+    lines = [f"usage: {prog} [--config FILE.yaml] [--key=value ...]", ""]
+    for flag, text in rows:
+        if not flag.startswith("  "):  # a group header
+            lines.append(f"{flag}: {text}".rstrip(": "))
+        elif len(flag) > width:
+            lines += [flag, " " * (width + 1) + text]
+        else:
+            lines.append(f"{flag:<{width}} {text}")
+    return "\n".join(lines)
+
+
+def _help_rows(cls, prefix: str) -> list[tuple[str, str]]:
+    """(flag, help) for every key, nested ones under their group's header; flags as typed (dashes)."""
+    rows = []
     for name, f in _fields(cls).items():
         base = _base_type(f.type)
         flag = "--" + prefix + name.replace("_", "-")
+        text = f.metadata.get("help", "")
         if dataclasses.is_dataclass(base):
-            lines.append(f"{flag}.*: {f.metadata.get('help', '')}")
-            lines.append(help_text(base, prog, prefix + name + "."))
+            rows.append((f"{flag}.*", text))
+            rows += _help_rows(base, prefix + name.replace("_", "-") + ".")
             continue
-        default = "required" if f.metadata.get("required") else f"default {f.default!r}" \
-            if f.default is not dataclasses.MISSING else f"default {f.default_factory()!r}"
-        choices = f.metadata.get("choices")
-        extra = f"; one of {', '.join(map(str, choices))}" if choices else ""
-        lines.append(f"  {flag:<24} {f.metadata.get('help', '')} ({default}{extra})")
-    return "\n".join(lines)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.metadata.get("required"):
+            notes = ["required"]
+        elif "(default" in text:  # the help says what an unset value means
+            notes = []
+        else:
+            notes = [f"default {default!r}"]
+        if f.metadata.get("choices"):
+            notes.append(f"one of {', '.join(map(str, f.metadata['choices']))}")
+        rows.append((f"  {flag}", text + (f" ({'; '.join(notes)})" if notes else "")))
+    return rows

@@ -52,7 +52,7 @@ class TrainConfig:
     optimizer: str = option("adamw", "adamw, or lamb (layer-wise trust ratio, for large-batch pretraining)",
                             choices=OPTIMIZERS)
     lr: float = option(5e-5, "peak learning rate")
-    weight_decay: float = option(0.01, "weight decay (not applied to biases and LayerNorm)")
+    weight_decay: float = option(0.01, "weight decay (not applied to biases, LayerNorm and CRF scores)")
     warmup: float = option(0.1, "share of the steps spent warming the learning rate up from 0")
     max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
     eval_every: int = option(0, "evaluate every N optimiser steps (0: at the end of every epoch)")
