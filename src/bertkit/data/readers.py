@@ -39,20 +39,29 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict]]:
     if suffix in (".tsv", ".csv"):
         yield from _read_table(p, lines, "\t" if suffix == ".tsv" else ",")
         return
+    if suffix == ".jsonl":
+        yield from json_records(p, lines)
+        return
     for number, line in lines:
-        if suffix == ".jsonl":
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BertkitError(f"{p}, line {number}: not valid JSON ({e.msg}); each line must be "
-                                   'one object such as {"text": "..."}') from None
-            if not isinstance(record, dict):
-                raise BertkitError(f"{p}, line {number}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
-        else:
-            yield number, {"text": line}
+        yield number, {"text": line}
+
+
+def json_records(path: str | Path, lines: Iterator[tuple[int, str]] | None = None,
+                 example: str = '{"text": "..."}') -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSON-lines file; `example` shows the user
+    what a line should look like when one is not a JSON object."""
+    for number, line in read_lines(path) if lines is None else lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BertkitError(f"{path}, line {number}: not valid JSON ({e.msg}); write one object a line, "
+                               f"such as {example}") from None
+        if not isinstance(record, dict):
+            raise BertkitError(f"{path}, line {number}: expected a JSON object such as {example}, "
+                               f"got {type(record).__name__}")
+        yield number, record
 
 
 def _read_table(p: Path, lines: Iterator[tuple[int, str]], delimiter: str):

@@ -7,13 +7,12 @@ in `text`), `line`, `source` and `format`. Every problem names the file, the lin
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from tokenizers.pre_tokenizers import BertPreTokenizer
 
-from bertkit.data.readers import read_lines
+from bertkit.data.readers import json_records, read_lines
 from bertkit.errors import BertkitError
 
 _FIELD = re.compile(r"[^ \t]+")  # CoNLL columns: split on spaces and tabs only, so a token may be "\u3000"
@@ -103,16 +102,9 @@ def read_conll(path, labelled: bool = True) -> list[dict]:
 
 
 def json_lines(path):
-    """(line number, object) for every non-blank line of a JSON-lines file."""
-    for number, line in read_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BertkitError(f"{path}, line {number}: not valid JSON ({e.msg}); write one object a line, "
-                               'e.g. {"text": "...", "label": {"name": {"...": [[0, 2]]}}}') from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+    """(line number, object) for every non-blank line of a CLUENER-style JSON-lines file."""
+    for number, record in json_records(path, example='{"text": "...", "label": {"name": {"...": [[0, 2]]}}}'):
+        if not isinstance(record.get("text"), str):
             raise BertkitError(f"{path}, line {number}: expected an object with a `text` string")
         yield number, record
 
