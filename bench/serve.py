@@ -168,6 +168,35 @@ def load_texts() -> list[str]:
     return short + long
 
 
+def work_per_request(model_dir: str, texts: list[str]) -> float:
+    """Mean FLOPs of one request: clients draw texts uniformly, each text is one forward pass of its
+    own length (the baseline truncates at 256 tokens). Multiply-adds x 2 of the projections
+    (4 H^2 per token), the feed-forward (2 H FF per token) and attention (2 n H per token)."""
+    from bertkit.checkpoint import load_config
+    from bertkit.tokenizer import BertTokenizer
+
+    config = load_config(model_dir)
+    H, L, FF = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    tokenizer = BertTokenizer.from_dir(model_dir)
+    lengths = np.array([len(e.ids) for e in tokenizer.encode_batch(texts, max_length=256)], dtype=np.float64)
+    return float(np.mean(2 * L * lengths * (4 * H * H + 2 * H * FF + 2 * lengths * H)))
+
+
+def gemm_gflops() -> float:
+    """fp32 GEMM rate of this machine with torch's threads (a [2048 x 384] x [384 x 1536] product, the
+    feed-forward shape of a batch of MiniLM tokens), best of 10."""
+    import torch
+
+    a, w = torch.randn(2048, 384), torch.randn(384, 1536)
+    torch.mm(a, w)
+    best = float("inf")
+    for _ in range(10):
+        start = time.perf_counter()
+        torch.mm(a, w)
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048 * 384 * 1536 / best / 1e9
+
+
 def row(server: str, r: dict) -> str:
     errors = ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "none"
     return (f"| {server} | {r['clients']} | {r['requests/s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
@@ -191,6 +220,7 @@ def main() -> None:
     levels = [int(n) for n in args.clients.split(",")]
     print(f"bench/serve.py: {len(texts)} texts, {args.duration:g} s per phase, {os.cpu_count()} CPUs, "
           f"client and servers on one machine\n")
+    flops, gemm = work_per_request(model_dir, texts), gemm_gflops()
     print("| server | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|---|")
     onnx_dir = ROOT / "runs" / f"{Path(model_dir).name}-onnx"
     if not (onnx_dir / "model.int8.onnx").is_file():
@@ -216,6 +246,17 @@ def main() -> None:
             b, k = results["transformers, per request", n], results[name, n]
             print(f"{name}, {n} clients: {k['requests/s'] / b['requests/s']:.2f}x the baseline's throughput, "
                   f"p99 {k['p99_ms']:.0f} ms vs {b['p99_ms']:.0f} ms")
+    # The ceiling: how much of the machine's GEMM rate the fp32 servers turn into model FLOPs. When the
+    # baseline already gets a large share, no fp32 server can be many times faster on this machine.
+    print(f"\nwork: {flops / 1e9:.2f} GFLOP per request on average; fp32 GEMM on this machine: {gemm:.0f} GFLOP/s")
+    for name in list(servers)[:2]:
+        for n in levels:
+            rate = results[name, n]["requests/s"] * flops / 1e9
+            print(f"{name}, {n} clients: {rate:.1f} GFLOP/s of model work = {100 * rate / gemm:.0f}% of the GEMM rate")
+    for n in levels:
+        b = results["transformers, per request", n]["requests/s"] * flops / 1e9
+        print(f"{n} clients: 3x the baseline would be {3 * b:.0f} GFLOP/s of fp32 model work, "
+              f"{300 * b / gemm:.0f}% of the GEMM rate")
 
     print("\nfaults (bertkit):\n| phase | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |\n"
           "|---|---:|---:|---:|---:|---:|---|")
