@@ -169,6 +169,26 @@ def test_multitask_sampling():
     assert all(len({features[i]["task"] for i in b}) == 1 for b in batches)
 
 
+def test_bf16_autocast_trains_close_to_fp32_and_fp16_needs_cuda(tiny_dir, mr_small, tmp_path, capsys):
+    """bf16 autocast (CPU here; the same code path on CUDA) runs the forward pass in bf16: the losses
+    differ from fp32 in the third digit, not more, and the weights stay fp32. fp16 on a CPU is refused."""
+    train, dev = mr_small
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert run_finetune(tiny_dir, train, dev, out, "--train.epochs=1", f"--train.precision={precision}") == 0
+        runs[precision] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        weights = _weights(out / "checkpoint" / "state.pt")
+        assert {w.dtype for w in weights.values()} == {torch.float32}
+    losses = {k: [r["loss"] for r in v if "loss" in r] for k, v in runs.items()}
+    assert len(losses["bf16"]) == len(losses["fp32"]) >= 5
+    assert losses["bf16"] != losses["fp32"]  # autocast did run in bf16
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
+    capsys.readouterr()
+    assert run_finetune(tiny_dir, train, dev, tmp_path / "fp16", "--train.precision=fp16") == 2
+    assert "fp16 needs a CUDA device; on a CPU use bf16 or fp32" in capsys.readouterr().err
+
+
 def test_multitask_score_puts_squad_percentages_on_the_0_1_scale():
     """The score that picks the best checkpoint averages accuracy (0-1) with SQuAD F1 (0-100) /100:
     otherwise a QA task would outweigh every other task a hundredfold."""

@@ -36,6 +36,8 @@ from bertkit.errors import BertkitError
 from bertkit.train import distributed
 from bertkit.train.optim import OPTIMIZERS, build_optimizer, linear_schedule
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
 log = logging.getLogger("bertkit")
 
 
@@ -60,6 +62,20 @@ class TrainConfig:
     checkpoint_every: int = option(200, "write a resumable checkpoint every N optimiser steps")
     seed: int = option(42, "seed for initialisation, dropout and data order")
     log_every: int = option(20, "log the training loss every N optimiser steps")
+    precision: str = option("fp32", "fp32, or mixed precision: bf16 (autocast; GPUs since Ampere, CPUs with "
+                            "AMX/AVX512-BF16) or fp16 (autocast with dynamic loss scaling; CUDA only)",
+                            choices=PRECISIONS)
+
+
+def autocast(precision: str, device: torch.device):
+    """The forward pass's autocast context for `precision` (weights and optimiser stay fp32)."""
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise BertkitError("--train.precision fp16 needs a CUDA device; on a CPU use bf16 or fp32")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise BertkitError(f"{torch.cuda.get_device_name(device)} has no bf16: use --train.precision fp16")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def set_seed(seed: int) -> None:
@@ -168,6 +184,9 @@ class Trainer:
         total = cfg.max_steps or steps_per_epoch * cfg.epochs
         optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.optimizer)
         scheduler = linear_schedule(optimizer, int(cfg.warmup * total), total)
+        autocast(cfg.precision, self.device)  # an unusable precision fails here, before any step
+        # fp16 gradients underflow without loss scaling; the scaler is a no-op for fp32 and bf16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         pos = self._start(optimizer, scheduler, resume)
         # what losses are computed through (DDP when distributed)
         loss_of = distributed.wrap(self.model, self.device, getattr(self.task, "unused_parameters", False))
@@ -185,8 +204,10 @@ class Trainer:
                 loss_sum = self._backward(loss_of, micro_batches)
                 tokens += sum(int(b["attention_mask"].sum()) for b in micro_batches)
                 if cfg.max_grad_norm > 0:
+                    self.scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
+                self.scaler.step(optimizer)  # optimizer.step(), skipped when fp16 gradients overflowed
+                self.scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 pos["batch"] += len(group)
@@ -225,6 +246,8 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
+            if "scaler" in state and self.scaler.is_enabled():
+                self.scaler.load_state_dict(state["scaler"])
             pos = state["position"]
             self._restore_rng(state, pos["step"])
             if self.dist.is_main:
@@ -255,13 +278,14 @@ class Trainer:
             # gradients are averaged over processes once, after the step's last micro-batch
             sync = world == 1 or i == len(micro_batches) - 1
             with nullcontext() if sync else loss_of.no_sync():
-                if counted:
-                    loss = loss_of(self.task.loss, batch, totals)
-                else:  # gradient accumulation: losses weighted by micro-batch size
-                    loss = loss_of(self.task.loss, batch) * (count["examples"] / totals["examples"])
+                with autocast(self.cfg.precision, self.device):
+                    if counted:
+                        loss = loss_of(self.task.loss, batch, totals)
+                    else:  # gradient accumulation: losses weighted by micro-batch size
+                        loss = loss_of(self.task.loss, batch) * (count["examples"] / totals["examples"])
                 if world > 1:
                     loss = loss * world  # DistributedDataParallel divides the summed gradients by `world`
-                loss.backward()
+                self.scaler.scale(loss).backward()
             loss_sum += loss.item()
         if world > 1:
             loss_sum = distributed.all_reduce_sum([loss_sum], self.device)[0] / world
@@ -277,8 +301,9 @@ class Trainer:
     def _evaluate_main(self, pos, dev_features, dev_examples) -> bool:
         if not dev_features:
             return False
-        metrics = evaluate(self.model, self.task, dev_features, dev_examples, self.cfg.eval_batch_size,
-                           self.pad_id, self.device)
+        with autocast(self.cfg.precision, self.device):
+            metrics = evaluate(self.model, self.task, dev_features, dev_examples, self.cfg.eval_batch_size,
+                               self.pad_id, self.device)
         self.model.train()
         self.last_metrics = metrics
         score = metrics[self.task.main_metric]
@@ -306,6 +331,8 @@ class Trainer:
         tmp = self.state_path.with_name(".state.pt.tmp")
         state = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "rng": rngs[0], "position": dict(pos)}
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
         if len(rngs) > 1:
             state["rank_rng"] = rngs
         torch.save(state, tmp)
