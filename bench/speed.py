@@ -7,7 +7,8 @@ Rows: sentence encoding with MiniLM (bertkit fp32 / ONNX fp32 / ONNX int8, each 
 fp32) and with a BERT-base-shaped random model; one fine-tuning step (classification, AdamW) and
 one pretraining step (MLM + NSP, bench/pretrain.py); peak memory growth of each. Then the achieved
 GFLOP/s of BERT-base inference (batch 32 x 128 tokens, bertkit fp32) against a GEMM measured in
-the same run on the same machine (torch.mm of BERT-base's feed-forward shape).
+the same run on the same machine (torch.mm of BERT-base's feed-forward shape), and what int8 gains
+over fp32 for one GEMM in onnxruntime on this CPU (the bound on what int8 can give the encoder).
 """
 from __future__ import annotations
 
@@ -150,12 +151,48 @@ def work_flops(model_dir: str) -> dict:
             "seconds": min(times)}
 
 
+def work_int8_gemm(tmp: str) -> dict:
+    """What int8 buys on this CPU at the GEMM level: one MatMul of MiniLM's feed-forward shape
+    ([800 x 384] x [384 x 1536], 32 sentences of 25 tokens) in onnxruntime, fp32 against the same
+    graph after bertkit's dynamic int8 quantisation, with the sessions bertkit uses (best of 20)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from bertkit.export.onnx import OnnxModel
+    from bertkit.export.quantize import quantize_int8
+
+    M, K, N = 800, 384, 1536
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((K, N)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", K])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", N])], [w])
+    fp32 = Path(tmp) / "gemm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), fp32)
+    int8 = quantize_int8(fp32, Path(tmp) / "gemm.int8.onnx")
+    x = {"x": np.random.default_rng(1).standard_normal((M, K)).astype(np.float32)}
+    rates = {}
+    for name, path in (("fp32", fp32), ("int8", int8)):
+        session = OnnxModel(path).session
+        session.run(None, x)
+        best = float("inf")
+        for _ in range(20):
+            start = time.perf_counter()
+            session.run(None, x)
+            best = min(best, time.perf_counter() - start)
+        rates[name] = 2 * M * K * N / best / 1e9
+    flags = open("/proc/cpuinfo").read()
+    vnni = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags.split()]
+    return {**rates, "speedup": rates["int8"] / rates["fp32"], "vnni": ", ".join(vnni) or "none (AVX2 only)"}
+
+
 def worker(args: list[str]) -> dict:
     kind, *rest = args
     if kind == "encode":
         return work_encode(rest[0], rest[1], int(rest[2]), rest[3])
     if kind == "finetune":
         return work_finetune(rest[0], rest[1], int(rest[2]))
+    if kind == "int8-gemm":
+        return work_int8_gemm(rest[0])
     return work_flops(rest[0])
 
 
@@ -201,6 +238,7 @@ def main() -> None:
             rows.append((label, ours, theirs, "classification, batch 32 MR sentences, AdamW"))
             print(f"{label}: {ours['rate']:.1f} vs {theirs['rate']:.1f}", file=sys.stderr)
         flops = run("flops", base)
+        gemm8 = run("int8-gemm", str(tmp))
     pretrain = subprocess.run([sys.executable, str(ROOT / "bench" / "pretrain.py"), "--sizes", "minilm"],
                               capture_output=True, text=True)
     table = [line for line in pretrain.stdout.splitlines() if line.startswith("| minilm")]
@@ -223,7 +261,10 @@ def main() -> None:
     lines += ["", f"BERT-base inference (batch 32 x 128, fp32, bertkit): {flops['model_gflops']:.1f} GFLOP/s "
                   f"({flops['seconds']:.2f} s a batch); GEMM of the feed-forward shape ([4096 x 768] x [768 x 3072]) "
                   f"on the same machine: {flops['gemm_gflops']:.1f} GFLOP/s; "
-                  f"**{100 * flops['share']:.0f}% of the GEMM rate**."]
+                  f"**{100 * flops['share']:.0f}% of the GEMM rate**.",
+              "", f"int8 against fp32 at the GEMM level (onnxruntime, MiniLM's feed-forward shape [800 x 384] x "
+                  f"[384 x 1536]): {gemm8['int8']:.1f} vs {gemm8['fp32']:.1f} GFLOP/s, **{gemm8['speedup']:.2f}x**; "
+                  f"int8 dot-product instructions on this CPU: {gemm8['vnni']}."]
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)
     print(text)

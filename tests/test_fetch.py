@@ -318,6 +318,25 @@ def test_fetch_is_idempotent_atomic_and_writes_manifest(home, toy):
     assert sorted(p.name for p in home.iterdir()) == ["toy"]  # no temp dirs left behind
 
 
+def test_fetch_sweeps_what_a_killed_fetch_left(home, toy, capsys):
+    """A fetch killed with SIGKILL cannot clean up; the next fetch removes its temp dirs (those of a
+    process that is gone) and leaves a running fetch's alone."""
+    import os
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = [home / f".toy.new-{gone.pid}-abc", home / f".mr.src-{gone.pid}-x",
+             home / "_downloads" / f".pip-{gone.pid}-y"]
+    running = [home / f".toy.new-{os.getpid()}-abc", home / "_downloads" / f".pip-{os.getpid()}-z"]
+    for d in stale + running:
+        (d / "part").mkdir(parents=True)
+    fetch_module.fetch("toy")
+    assert [d for d in stale if d.exists()] == [] and all(d.exists() for d in running)
+    assert f"removing {stale[0]}, left by a fetch that was killed" in capsys.readouterr().err
+
+
 def test_fetch_refuses_a_changed_upstream_file(home, toy, monkeypatch):
     changed = {"lines.txt": Member("toy/lines.txt", "0" * 64)}
     source = dataclasses.replace(fetch_module.SOURCES["toy"], members=changed)

