@@ -122,18 +122,18 @@ def export_dir(model: str | Path, output: str | Path, fmt: str = "onnx", quantiz
     export_onnx(torch_model, out / "model.onnx", tokenizer.pad_id)
     batches = sample_batches(tokenizer, sample_texts(), max_length)
     report = {"format": fmt, "source": str(model_dir), "task": task.name if task else None,
-              "fp32": parity(torch_model, OnnxModel(out / "model.onnx"), batches)}
+              "fp32": parity(torch_model, OnnxModel(out / "model.onnx", spin=False), batches)}
     log.info("model.onnx vs PyTorch: max abs diff %.2e, worst cosine %.6f",
              report["fp32"]["max_abs_diff"], report["fp32"]["worst_cosine"])
     if quantize == "int8":
         int8_path = out / "model.int8.onnx"
         tmp = out / ".model.int8.onnx.tmp"
         quantize_int8(out / "model.onnx", tmp)
-        report["int8"] = parity(torch_model, OnnxModel(tmp), batches)
+        report["int8"] = parity(torch_model, OnnxModel(tmp, spin=False), batches)
         log.info("model.int8.onnx vs PyTorch: max abs diff %.2e, worst cosine %.6f",
                  report["int8"]["max_abs_diff"], report["int8"]["worst_cosine"])
         if dev is not None:
-            report["gate"] = _gate(task, torch_model, OnnxModel(tmp), tokenizer, max_length, dev, force,
+            report["gate"] = _gate(task, torch_model, OnnxModel(tmp, spin=False), tokenizer, max_length, dev, force,
                                    max_drop)
         tmp.replace(int8_path)
     atomic_write_text(out / "export.json", json.dumps(report, indent=2) + "\n")
