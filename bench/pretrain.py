@@ -7,8 +7,8 @@ tokens with 15% of the tokens masked (at most 20 per sequence), built from corpu
 `bertkit pretrain-data`. Both models have the same config and the same weights (copied through a
 saved model directory) and see the same batches. transformers computes the vocabulary logits at every
 position and ignores the unmasked ones through labels of -100, as its users do; bertkit gathers the
-masked positions before the vocabulary projection. Both use torch's AdamW (eps 1e-6, no decay on
-biases and LayerNorm).
+masked positions before the vocabulary projection. Both use torch's fused AdamW (eps 1e-6, no decay
+on biases and LayerNorm), which bertkit's loop and transformers' Trainer (torch >= 2.8) use by default.
 
 Each side runs in a subprocess of its own, so that its peak memory can be read: on the CPU the growth
 of the peak resident set (getrusage max RSS) over the resident set before the first step, on a GPU
@@ -82,7 +82,7 @@ def _adamw(model) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=1e-4, eps=1e-6)
+                             lr=1e-4, eps=1e-6, fused=True)
 
 
 def run_one(side: str, model_dir: Path, data_dir: Path, steps: int, warmup: int, device: str) -> dict:

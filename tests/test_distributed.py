@@ -90,7 +90,7 @@ def test_two_processes_match_one_and_resume_in_one(data, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     runs = [_start(data, one, 1), _start(data, two, 2)]
     printed = [_finish(p) for p in runs]
-    assert json.loads(printed[1]) == pytest.approx(json.loads(printed[0]), abs=1e-4)  # printed once, by rank 0
+    assert json.loads(printed[1]) == pytest.approx(json.loads(printed[0]), rel=1e-5, abs=1e-4)  # printed by rank 0
     reference = _state(one)
     assert reference["position"]["step"] == _state(two)["position"]["step"] == STEPS
     assert "rank_rng" in _state(two) and len(_state(two)["rank_rng"]) == 2

@@ -103,6 +103,7 @@ def test_build_optimizer_groups():
     assert all(p.ndim == 1 for p in lamb.param_groups[1]["params"])  # biases and LayerNorm
     adamw = build_optimizer(model, 1e-3, 0.01)
     assert isinstance(adamw, torch.optim.AdamW) and "adapt" not in adamw.param_groups[0]
+    assert adamw.defaults["fused"]  # one kernel per tensor, not a dozen
 
 
 # --- the task ----------------------------------------------------------------------------------
