@@ -198,7 +198,8 @@ def attention_bias(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     Skipping the mask when there is no padding lets SDPA take its fastest kernel; length-sorted
     batches (see `bertkit.encode`) are often unpadded.
     """
-    if torch.jit.is_tracing():  # ONNX export: an additive mask (one Add a layer, no Where / IsNaN guards)
+    # ONNX export: an additive mask (one Add a layer, no Where / IsNaN guards in the graph)
+    if attention_mask is not None and torch.jit.is_tracing():
         return (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
     if attention_mask is None or bool(attention_mask.all()):
         return None
