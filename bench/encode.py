@@ -89,6 +89,17 @@ def bertkit_encode(model_dir, batch_size):
     return encoder.encode
 
 
+def best_seconds(fn, repeats: int) -> float:
+    """Wall time of `fn()`, best of `repeats` after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def timed(run, texts, repeats):
     best, vectors, mib = float("inf"), None, 0.0
     for _ in range(repeats):

@@ -187,14 +187,10 @@ def gemm_gflops() -> float:
     feed-forward shape of a batch of MiniLM tokens), best of 10."""
     import torch
 
+    from encode import best_seconds
+
     a, w = torch.randn(2048, 384), torch.randn(384, 1536)
-    torch.mm(a, w)
-    best = float("inf")
-    for _ in range(10):
-        start = time.perf_counter()
-        torch.mm(a, w)
-        best = min(best, time.perf_counter() - start)
-    return 2 * 2048 * 384 * 1536 / best / 1e9
+    return 2 * 2048 * 384 * 1536 / best_seconds(lambda: torch.mm(a, w), 10) / 1e9
 
 
 def row(server: str, r: dict) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encode import PeakRSS, load_sentences, transformers_encode  # noqa: E402
+from encode import PeakRSS, best_seconds, load_sentences, transformers_encode  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -173,13 +173,7 @@ def work_int8_gemm(tmp: str) -> dict:
     rates = {}
     for name, path in (("fp32", fp32), ("int8", int8)):
         session = OnnxModel(path).session
-        session.run(None, x)
-        best = float("inf")
-        for _ in range(20):
-            start = time.perf_counter()
-            session.run(None, x)
-            best = min(best, time.perf_counter() - start)
-        rates[name] = 2 * M * K * N / best / 1e9
+        rates[name] = 2 * M * K * N / best_seconds(lambda: session.run(None, x), 20) / 1e9
     flags = open("/proc/cpuinfo").read()
     vnni = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags.split()]
     return {**rates, "speedup": rates["int8"] / rates["fp32"], "vnni": ", ".join(vnni) or "none (AVX2 only)"}
