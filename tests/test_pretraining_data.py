@@ -138,7 +138,7 @@ def test_jieba_groups_match_jieba_words_on_real_chinese(zh, corpus_zh_dir):
             if all(CJK.match(c) for c in word):
                 assert (s, e) in groups, (line, word)
                 checked += 1
-    assert checked > 10_000
+    assert checked > 9_500
 
 
 # ---------------------------------------------------------------------------------------------- NSP

@@ -55,12 +55,12 @@ def test_trained_vocab_matches_transformers(en_vocab, corpus_en_dir):
 def test_chinese_chars_all_present_with_their_continuations(corpus_zh_dir, tmp_path):
     corpus = head(corpus_zh_dir / "corpus.txt", tmp_path / "zh.txt", 1000)
     chars = set(CJK.findall(corpus.read_text(encoding="utf-8")))
-    # 2,546 CJK characters, each in two forms: the learned part is made smaller to keep the size.
-    tokens = train_vocab([corpus], 5200, chinese_chars=True)
-    assert tokens[:5] == list(SPECIAL_TOKENS) and len(tokens) == len(set(tokens)) == 5200
+    # 2,621 CJK characters, each in two forms: the learned part is made smaller to keep the size.
+    tokens = train_vocab([corpus], 5400, chinese_chars=True)
+    assert tokens[:5] == list(SPECIAL_TOKENS) and len(tokens) == len(set(tokens)) == 5400
     vocab = set(tokens)
-    assert len(chars) == 2546 and chars <= vocab and {"##" + c for c in chars} <= vocab
-    plain = set(train_vocab([corpus], 5200))  # without the option the trainer never makes ##的
+    assert len(chars) == 2621 and chars <= vocab and {"##" + c for c in chars} <= vocab
+    plain = set(train_vocab([corpus], 5400))  # without the option the trainer never makes ##的
     assert chars <= plain and "##的" not in plain
     tk = BertTokenizer.from_vocab(write_vocab(tokens, tmp_path / "vocab.txt", lowercase=True))
     assert tk.tokenize("我爱北京天安门") == list("我爱北京天安门")
