@@ -47,8 +47,9 @@ def scores(run_dir, task, key, split):
 def cell(values):
     if not values:
         return "not run"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {std:.4f} ({len(values)} seeds)"
+    if len(values) == 1:
+        return f"{values[0]:.4f} (1 seed)"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f} ({len(values)} seeds)"
 
 print("Every run (dev: the best epoch of each run; test: that epoch's model):\n")
 print("| task | init | lr | dev | test |\n|---|---|---|---:|---:|")
