@@ -113,6 +113,22 @@ def test_seeds_report_mean_and_std(tiny_dir, mr_small, tmp_path):
     assert summary["accuracy_std"] == pytest.approx(abs(runs[0]["accuracy"] - runs[1]["accuracy"]) / 2 ** 0.5)
 
 
+def test_dropout_override_trains_and_is_saved(tiny_dir, mr_small, tmp_path, capsys):
+    """--dropout replaces config.json's dropout for fine-tuning (a model pretrained without dropout gets
+    0.1 back): the saved config records it, training differs from the default's, a bad value fails early."""
+    train, dev = mr_small
+    assert json.loads((tiny_dir / "config.json").read_text())["hidden_dropout_prob"] == 0.1
+    for name, extra in (("default", ()), ("none", ("--dropout", "0.0"))):
+        assert run_finetune(tiny_dir, train, dev, tmp_path / name, "--train.epochs=1", *extra) == 0
+    saved = json.loads((tmp_path / "none/config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.0
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+               if "loss" in json.loads(line)] for name in ("default", "none")]
+    assert losses[0][0] != losses[1][0]  # same seed, same batch: only dropout differs
+    assert run_finetune(tiny_dir, train, dev, tmp_path / "bad", "--dropout", "1.5") == 2
+    assert "--dropout 1.5 is not a probability in [0, 1)" in capsys.readouterr().err
+
+
 def test_unknown_dev_label_fails_before_training(tiny_dir, mr_small, tmp_path, capsys):
     train, _ = mr_small
     dev = tmp_path / "dev.tsv"

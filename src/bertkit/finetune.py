@@ -66,6 +66,8 @@ class FinetuneConfig:
                        "model's config (a baseline for what pretraining brings)", choices=("pretrained", "random"))
     size: str = option("small", "init=random with a vocab-only directory (no config.json): the model size "
                        "preset", choices=("tiny", "mini", "small", "medium", "base", "large"))
+    dropout: float | None = option(None, "hidden and attention dropout while fine-tuning (default: the model's "
+                                   "config.json; e.g. 0.1 for a model pretrained without dropout)")
     train_examples: int | None = option(None, "train on a seeded random sample of this many examples "
                                         "(e.g. a SQuAD subset that fits the time you have)")
     seeds: list[int] = option([], "run once per seed (e.g. 1,2,3) and report mean and std of the dev metrics")
@@ -129,6 +131,11 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
                  config.hidden_size, tokenizer.vocab_file)
     else:
         config = load_config(model_dir)
+    if cfg.dropout is not None:
+        if not 0.0 <= cfg.dropout < 1.0:
+            raise BertkitError(f"--dropout {cfg.dropout} is not a probability in [0, 1); pass e.g. --dropout 0.1")
+        config = dataclasses.replace(config, hidden_dropout_prob=cfg.dropout,
+                                     attention_probs_dropout_prob=cfg.dropout)
     tokenizer.check_vocab_size(config.vocab_size, where=str(model_dir))
     if cfg.max_length > config.max_position_embeddings:
         raise BertkitError(f"--max-length {cfg.max_length} is longer than the model's "
