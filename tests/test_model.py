@@ -110,6 +110,26 @@ def test_padding_does_not_change_real_tokens():
     assert (a - b).abs().max().item() <= 1e-5
 
 
+def test_training_attention_with_dropout():
+    """The written-out training attention: with p -> 0 it is SDPA's result (padding masked, bool or additive
+    mask); with p = 0.1 it drops 10% of the weights, scales the rest by 1/0.9 and keeps the mean."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 7, 4, generator=g) for _ in range(3))
+    keep = torch.ones(3, 1, 1, 7, dtype=torch.bool)
+    keep[0, ..., 5:] = False
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+    additive = (~keep).float() * torch.finfo(torch.float32).min
+    for mask in (keep, additive):
+        torch.testing.assert_close(M.attention_with_dropout(q, k, v, mask, 1e-12), sdpa, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    ones = torch.eye(64).expand(200, 1, 64, 64)  # value rows pick out the attention weights themselves
+    weights = M.attention_with_dropout(torch.zeros(200, 1, 64, 8), torch.zeros(200, 1, 64, 8), ones, None, 0.1)
+    kept = weights > 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.005
+    torch.testing.assert_close(weights[kept], torch.full_like(weights[kept], 1 / 64 / 0.9))
+    assert abs(weights.sum(-1).mean().item() - 1.0) < 0.005  # the expectation is unchanged
+
+
 def test_masked_positions_gather_the_same_logits():
     _, ours, _ = hf_pair(M.BertForPreTraining, transformers.BertForPreTraining, {})
     ids, mask, types = batch(seed=3)
