@@ -120,10 +120,10 @@ def test_training_attention_with_dropout():
     sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
     additive = (~keep).float() * torch.finfo(torch.float32).min
     for mask in (keep, additive):
-        torch.testing.assert_close(M.attention_with_dropout(q, k, v, mask, 1e-12), sdpa, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(M.cpu_attention_with_dropout(q, k, v, mask, 1e-12), sdpa, rtol=1e-5, atol=1e-6)
     torch.manual_seed(0)
-    ones = torch.eye(64).expand(200, 1, 64, 64)  # value rows pick out the attention weights themselves
-    weights = M.attention_with_dropout(torch.zeros(200, 1, 64, 8), torch.zeros(200, 1, 64, 8), ones, None, 0.1)
+    eye = torch.eye(64).expand(200, 1, 64, 64)  # value rows pick out the attention weights themselves
+    weights = M.cpu_attention_with_dropout(torch.zeros(200, 1, 64, 8), torch.zeros(200, 1, 64, 8), eye, None, 0.1)
     kept = weights > 0
     assert abs(kept.float().mean().item() - 0.9) < 0.005
     torch.testing.assert_close(weights[kept], torch.full_like(weights[kept], 1 / 64 / 0.9))

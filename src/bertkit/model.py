@@ -149,27 +149,25 @@ class SelfAttention(nn.Module):
         # [B, T, 3H] -> [3, B, N, T, D]
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
         # softmax(q k^T / sqrt(D)) v, with padded keys masked out; [B, N, T, D]
-        if self.training and self.dropout_p > 0.0:
-            ctx = attention_with_dropout(q, k, v, mask, self.dropout_p)
+        p = self.dropout_p if self.training else 0.0
+        if p > 0.0 and x.device.type == "cpu":  # GPUs have fused SDPA kernels with dropout
+            ctx = cpu_attention_with_dropout(q, k, v, mask, p)
         else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.out(ctx.transpose(1, 2).reshape(B, T, H))
 
 
-def attention_with_dropout(q, k, v, mask: torch.Tensor | None, p: float) -> torch.Tensor:
+def cpu_attention_with_dropout(q, k, v, mask: torch.Tensor | None, p: float) -> torch.Tensor:
     """Training-time attention with dropout on the attention weights, written out. SDPA has no fused CPU
     kernel with dropout, so it runs this same math path, plus a guard for rows with every key masked
-    (impossible here: [CLS] is never padding). On the CPU the keep-mask comes from rand_like >= p,
-    which is faster than the bernoulli_ behind F.dropout on these [B, N, T, T] tensors (bench/pretrain.py)."""
+    (impossible here: [CLS] is never padding). The keep-mask comes from rand_like >= p, which on the CPU
+    is faster than the bernoulli_ behind F.dropout on these [B, N, T, T] tensors (bench/pretrain.py)."""
     scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [B, N, T, T]
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool \
             else scores + mask
     probs = scores.softmax(-1)
-    if probs.device.type == "cpu":
-        probs = torch.where(torch.rand_like(probs) >= p, probs * (1.0 / (1.0 - p)), 0.0)
-    else:  # one fused kernel on GPUs
-        probs = F.dropout(probs, p, training=True)
+    probs = torch.where(torch.rand_like(probs) >= p, probs * (1.0 / (1.0 - p)), 0.0)
     return probs @ v  # [B, N, T, D]
 
 
