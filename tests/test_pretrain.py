@@ -286,6 +286,22 @@ def test_without_nsp_the_pooler_and_nsp_head_stay_as_they_were(mlm_data, tmp_pat
     assert set(json.loads((out / "metrics.json").read_text())) == {"mlm_accuracy", "mlm_loss", "perplexity"}
 
 
+def test_held_out_from_repeated_data_says_it_is_optimistic(corpus, nsp_data, tmp_path, caplog):
+    """With dupe_factor > 1 the end of --data repeats training text: pretrain says so and names --dev;
+    with dupe_factor 1 (nsp_data) or with --dev it says nothing."""
+    repeated = build_data(corpus, tmp_path / "dupes", "--dupe-factor", "2")
+    runs = {"dupes": (repeated, []), "once": (nsp_data, []), "dev": (repeated, ["--dev", str(nsp_data)])}
+    for name, (data, extra) in runs.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bertkit"):
+            assert _pretrain(data, tmp_path / name, "--train.max-steps=1", *extra) == 0
+        said = [r.getMessage() for r in caplog.records if "held-out" in r.getMessage()]
+        if name == "dupes":
+            assert len(said) == 1 and "dupe_factor 2" in said[0] and "--dev DIR" in said[0], said
+        else:
+            assert not said, (name, said)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--model-size", "tiny", "--vocab", "minilm", "--eval-instances=100000"], "leaves nothing to train on"),
     (["--model-size", "tiny"], "say which model to train"),
