@@ -272,3 +272,43 @@ def test_crf_scores_get_no_weight_decay():
         assert not any(".crf." in f".{n}" for n in names)
         assert {n.rsplit(".", 1)[1] for n in names} == {"weight"}
         assert any(n.endswith("classifier.weight") for n in names)
+
+
+def test_head_lr_trains_the_head_at_its_own_rate():
+    """--train.head-lr: the classifier and the CRF (fresh on a pretrained encoder) get their own groups at
+    that rate, the encoder (embeddings, layers, pooler) keeps lr, in a plain and in a multi-task model;
+    weight decay stays as without it. AdamW's first step moves every parameter by about its group's lr."""
+    from bertkit.model import BertConfig
+    from bertkit.tasks import get_task
+    from bertkit.tasks.multitask import MultiTask
+    from bertkit.train.optim import build_optimizer, linear_schedule, param_groups
+
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    for task in (get_task("ner", head="crf"),
+                 MultiTask({"a": get_task("classify"), "b": get_task("ner", head="crf")})):
+        for sub in getattr(task, "tasks", {"": task}).values():
+            sub.fit([{"tokens": ["x"], "tags": lab, "label": lab[0], "source": "t", "line": 1}
+                     for lab in (["B-PER"], ["O"])])
+        model = task.build_model(config)
+        names = {id(p): n for n, p in model.named_parameters()}
+        plain = param_groups(model, 0.01)
+        groups = param_groups(model, 0.01, head_lr=1e-2)
+        assert len(plain) == 2 and len(groups) == 4
+        head = {names[id(p)] for g in groups if "lr" in g for p in g["params"]}
+        assert any(n.endswith("classifier.weight") for n in head) and any(".crf." in f".{n}" for n in head)
+        assert not any(n.startswith("bert.") or ".bert." in n for n in head)
+        decayed = lambda gs: {id(p) for g in gs if g["weight_decay"] for p in g["params"]}  # noqa: E731
+        assert decayed(groups) == decayed(plain)
+
+        optimizer = build_optimizer(model, 1e-4, 0.0, head_lr=1e-2)
+        scheduler = linear_schedule(optimizer, 0, 10)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+        scheduler.step()
+        for n, p in model.named_parameters():
+            moved = (p.detach() - before[n]).abs().max().item()
+            assert moved == pytest.approx(1e-2 if n in head else 1e-4, rel=1e-3), n
+        assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([9e-5, 9e-5, 9e-3, 9e-3])

@@ -54,6 +54,8 @@ class TrainConfig:
     optimizer: str = option("adamw", "adamw, or lamb (layer-wise trust ratio, for large-batch pretraining)",
                             choices=OPTIMIZERS)
     lr: float = option(5e-5, "peak learning rate")
+    head_lr: float = option(0.0, "peak learning rate of the task head (classifier, tagger, CRF: what starts "
+                            "from scratch on a pretrained encoder), when it should differ from lr; 0: lr")
     weight_decay: float = option(0.01, "weight decay (not applied to biases, LayerNorm and CRF scores)")
     warmup: float = option(0.1, "share of the steps spent warming the learning rate up from 0")
     max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
@@ -182,7 +184,7 @@ class Trainer:
         batches_per_epoch = len(sampler(features_at(0), torch.Generator().manual_seed(cfg.seed)))
         steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
         total = cfg.max_steps or steps_per_epoch * cfg.epochs
-        optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.optimizer)
+        optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.optimizer, cfg.head_lr or None)
         scheduler = linear_schedule(optimizer, int(cfg.warmup * total), total)
         autocast(cfg.precision, self.device)  # an unusable precision fails here, before any step
         # fp16 gradients underflow without loss scaling; the scaler is a no-op for fp32 and bf16

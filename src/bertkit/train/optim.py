@@ -10,23 +10,36 @@ from bertkit.errors import BertkitError
 OPTIMIZERS = ("adamw", "lamb")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
     """Decay weight matrices only: biases and LayerNorm parameters (1-D) are left alone as in the paper,
     and so are a CRF's transition scores (log-potentials learned from tag statistics, which decay
-    would pull toward "no preference"). `adapt` marks the group that gets LAMB's layer-wise trust ratio
-    (AdamW ignores it)."""
-    decay, no_decay = [], []
+    would pull toward "no preference"). `adapt` marks the groups that get LAMB's layer-wise trust ratio
+    (AdamW ignores it). With `head_lr`, the parameters outside the encoder (`bert.`: embeddings, layers,
+    pooler), that is the task head that starts from scratch (classifier, tagger, CRF), get groups of
+    their own at that learning rate."""
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or ".crf." in f".{name}" else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay, "adapt": True},
-            {"params": no_decay, "weight_decay": 0.0, "adapt": False}]
+            decayed = not (p.ndim < 2 or ".crf." in f".{name}")
+            head = head_lr is not None and "bert" not in name.split(".")
+            groups.setdefault((head, decayed), []).append(p)
+    out = []
+    for head in (False, True) if head_lr is not None else (False,):
+        for decayed in (True, False):
+            if head and (head, decayed) not in groups:
+                continue
+            out.append({"params": groups.get((head, decayed), []),
+                        "weight_decay": weight_decay if decayed else 0.0, "adapt": decayed,
+                        **({"lr": head_lr} if head else {})})
+    return out
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, name: str = "adamw") -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, name: str = "adamw",
+                    head_lr: float | None = None) -> torch.optim.Optimizer:
+    """`head_lr`: the task head's learning rate, when it differs from the encoder's `lr` (see param_groups)."""
     if name not in OPTIMIZERS:
         raise BertkitError(f"unknown optimizer `{name}`; use one of: {', '.join(OPTIMIZERS)}")
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, head_lr)
     if name == "lamb":
         return Lamb(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6)
     for g in groups:
