@@ -251,13 +251,11 @@ def test_label_count_mismatch():
         CRF(BIO5).decode(torch.zeros(1, 2, 3))
 
 
-def test_crf_scores_get_no_weight_decay():
-    """Weight decay pulls transition scores toward 0 ("no preference"): only the encoder's and the
-    emission layer's matrices are decayed, in a plain tagging model and inside a multi-task model."""
+def _crf_models():
+    """A tiny CRF tagging model, then a multi-task model with a classifier and a CRF tagger."""
     from bertkit.model import BertConfig
     from bertkit.tasks import get_task
     from bertkit.tasks.multitask import MultiTask
-    from bertkit.train.optim import param_groups
 
     config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=32)
@@ -266,7 +264,15 @@ def test_crf_scores_get_no_weight_decay():
         for sub in getattr(task, "tasks", {"": task}).values():
             sub.fit([{"tokens": ["x"], "tags": lab, "label": lab[0], "source": "t", "line": 1}
                      for lab in (["B-PER"], ["O"])])
-        model = task.build_model(config)
+        yield task.build_model(config)
+
+
+def test_crf_scores_get_no_weight_decay():
+    """Weight decay pulls transition scores toward 0 ("no preference"): only the encoder's and the
+    emission layer's matrices are decayed, in a plain tagging model and inside a multi-task model."""
+    from bertkit.train.optim import param_groups
+
+    for model in _crf_models():
         decayed = {id(p) for p in param_groups(model, 0.01)[0]["params"]}
         names = {n for n, p in model.named_parameters() if id(p) in decayed}
         assert not any(".crf." in f".{n}" for n in names)
@@ -278,19 +284,9 @@ def test_head_lr_trains_the_head_at_its_own_rate():
     """--train.head-lr: the classifier and the CRF (fresh on a pretrained encoder) get their own groups at
     that rate, the encoder (embeddings, layers, pooler) keeps lr, in a plain and in a multi-task model;
     weight decay stays as without it. AdamW's first step moves every parameter by about its group's lr."""
-    from bertkit.model import BertConfig
-    from bertkit.tasks import get_task
-    from bertkit.tasks.multitask import MultiTask
     from bertkit.train.optim import build_optimizer, linear_schedule, param_groups
 
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=32)
-    for task in (get_task("ner", head="crf"),
-                 MultiTask({"a": get_task("classify"), "b": get_task("ner", head="crf")})):
-        for sub in getattr(task, "tasks", {"": task}).values():
-            sub.fit([{"tokens": ["x"], "tags": lab, "label": lab[0], "source": "t", "line": 1}
-                     for lab in (["B-PER"], ["O"])])
-        model = task.build_model(config)
+    for model in _crf_models():
         names = {id(p): n for n, p in model.named_parameters()}
         plain = param_groups(model, 0.01)
         groups = param_groups(model, 0.01, head_lr=1e-2)

@@ -23,15 +23,10 @@ def param_groups(model: nn.Module, weight_decay: float, head_lr: float | None = 
             decayed = not (p.ndim < 2 or ".crf." in f".{name}")
             head = head_lr is not None and "bert" not in name.split(".")
             groups.setdefault((head, decayed), []).append(p)
-    out = []
-    for head in (False, True) if head_lr is not None else (False,):
-        for decayed in (True, False):
-            if head and (head, decayed) not in groups:
-                continue
-            out.append({"params": groups.get((head, decayed), []),
-                        "weight_decay": weight_decay if decayed else 0.0, "adapt": decayed,
-                        **({"lr": head_lr} if head else {})})
-    return out
+    # the encoder's two groups always (so optimiser states line up), the head's where it has parameters
+    keys = [(False, True), (False, False)] + [k for k in ((True, True), (True, False)) if k in groups]
+    return [{"params": groups.get((head, decayed), []), "weight_decay": weight_decay if decayed else 0.0,
+             "adapt": decayed, **({"lr": head_lr} if head else {})} for head, decayed in keys]
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, name: str = "adamw",
