@@ -9,6 +9,7 @@ and the resolved config can be saved next to a run's outputs.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -18,12 +19,37 @@ import yaml
 from bertkit.errors import BertkitError, suggest
 
 
-def option(default, help: str, choices: tuple | None = None):
-    """A config field with its help text (and, for closed choices, the allowed values)."""
+def option(default, help: str, choices: tuple | None = None, at_least: float | None = None,
+           above: float | None = None, at_most: float | None = None, below: float | None = None):
+    """A config field with its help text; for closed choices the allowed values, for numbers the range
+    (`at_least`/`at_most` inclusive, `above`/`below` exclusive). Every verb's parser enforces both."""
+    meta = {"help": help, "choices": choices,
+            "range": (at_least, above, at_most, below) if (at_least, above, at_most, below) != (None,) * 4 else None}
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default),
-                                 metadata={"help": help, "choices": choices})
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def range_text(bounds) -> str:
+    """'>= 1', '> 0 and <= 1', ... for a field's `range` metadata."""
+    at_least, above, at_most, below = bounds
+    parts = [f"{op} {v:g}" for op, v in ((">=", at_least), (">", above), ("<=", at_most), ("<", below))
+             if v is not None]
+    return " and ".join(parts)
+
+
+def _check_range(value, bounds, key: str, source: str):
+    """Refuse a number outside the field's range (and NaN or infinity for any ranged number)."""
+    if value is None or bounds is None:
+        return
+    values = value if isinstance(value, list) else [value]
+    at_least, above, at_most, below = bounds
+    for v in values:
+        bad = (isinstance(v, float) and not math.isfinite(v)) \
+            or (at_least is not None and v < at_least) or (above is not None and v <= above) \
+            or (at_most is not None and v > at_most) or (below is not None and v >= below)
+        if bad:
+            raise BertkitError(f"{source}: `--{key.replace('_', '-')}` is {v!r}; it must be {range_text(bounds)}")
 
 
 def required(help: str):
@@ -115,6 +141,7 @@ def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
             if choices and value not in choices:
                 raise BertkitError(f"{source}: `{prefix}{norm}` is {value!r}{suggest(str(value), choices)}; "
                                    f"choose one of: {', '.join(map(str, choices))}")
+            _check_range(value, f.metadata.get("range"), prefix + norm, source)
             kwargs[norm] = value
     obj = cls(**kwargs)
     for name, f in fields.items():
@@ -251,5 +278,7 @@ def _help_rows(cls, prefix: str) -> list[tuple[str, str]]:
             notes = [f"default {default!r}"]
         if f.metadata.get("choices"):
             notes.append(f"one of {', '.join(map(str, f.metadata['choices']))}")
+        if f.metadata.get("range"):
+            notes.append(range_text(f.metadata["range"]))
         rows.append((f"  {flag}", text + (f" ({'; '.join(notes)})" if notes else "")))
     return rows

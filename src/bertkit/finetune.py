@@ -30,10 +30,10 @@ log = logging.getLogger("bertkit")
 
 @dataclass
 class QAOptions:
-    doc_stride: int = option(128, "tokens between the starts of two context windows")
-    max_query_length: int = option(64, "question tokens kept")
-    max_answer_length: int = option(30, "longest answer, in tokens")
-    n_best: int = option(20, "start and end candidates considered per window")
+    doc_stride: int = option(128, "tokens between the starts of two context windows", at_least=1)
+    max_query_length: int = option(64, "question tokens kept", at_least=1)
+    max_answer_length: int = option(30, "longest answer, in tokens", at_least=1)
+    n_best: int = option(20, "start and end candidates considered per window", at_least=1)
 
 
 @dataclass
@@ -54,22 +54,22 @@ class FinetuneConfig:
     dev: str | None = option(None, "dev data: a file or a fetched name such as mr:dev")
     output: str = required("directory for the fine-tuned model, metrics.json and the training curve")
     max_length: int | None = option(None, "tokens per input (default: 384 for qa, else 128); longer "
-                                    "inputs are split into overlapping windows")
+                                    "inputs are split into overlapping windows", at_least=2)
     head: str = option("softmax", "ner: softmax, or crf (decodes only valid BIO/BIOES sequences)",
                        choices=("softmax", "crf"))
     qa: QAOptions = field(default_factory=QAOptions)
     tasks: list[TaskSpec] = option([], "multitask: the tasks, each with name, task, train, dev (and head)")
     sampling: str = option("proportional", "multitask: how batches are drawn from the tasks",
                            choices=("proportional", "temperature"))
-    temperature: float = option(2.0, "multitask, temperature sampling: 1 is proportional, larger is flatter")
+    temperature: float = option(2.0, "multitask, temperature sampling: 1 is proportional, larger is flatter", above=0)
     init: str = option("pretrained", "pretrained weights, or `random` to train from scratch with the "
                        "model's config (a baseline for what pretraining brings)", choices=("pretrained", "random"))
     size: str = option("small", "init=random with a vocab-only directory (no config.json): the model size "
                        "preset", choices=("tiny", "mini", "small", "medium", "base", "large"))
     dropout: float | None = option(None, "hidden and attention dropout while fine-tuning (default: the model's "
-                                   "config.json; e.g. 0.1 for a model pretrained without dropout)")
+                                   "config.json; e.g. 0.1 for a model pretrained without dropout)", at_least=0, below=1)
     train_examples: int | None = option(None, "train on a seeded random sample of this many examples "
-                                        "(e.g. a SQuAD subset that fits the time you have)")
+                                        "(e.g. a SQuAD subset that fits the time you have)", at_least=1)
     seeds: list[int] = option([], "run once per seed (e.g. 1,2,3) and report mean and std of the dev metrics")
     resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint")
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")

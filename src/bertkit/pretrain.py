@@ -63,8 +63,10 @@ class ConfigOverrides:
     type_vocab_size: int | None = option(None, "segment types (2 for sentence pairs)")
     hidden_act: str | None = option(None, "activation: gelu, gelu_new, relu, ...")
     initializer_range: float | None = option(None, "std of the normal initialisation")
-    hidden_dropout_prob: float | None = option(None, "dropout after embeddings and sub-layers")
-    attention_probs_dropout_prob: float | None = option(None, "dropout on attention weights")
+    hidden_dropout_prob: float | None = option(None, "dropout after embeddings and sub-layers", at_least=0,
+                                                below=1)
+    attention_probs_dropout_prob: float | None = option(None, "dropout on attention weights", at_least=0,
+                                                         below=1)
 
     def given(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -85,7 +87,7 @@ class PretrainConfig:
         "help": "the training loop (as for finetune); set max_steps for pretraining"})
     dev: str | None = option(None, "held-out pretraining data directory (default: the end of --data)")
     eval_instances: int = option(1000, "instances evaluated every --train.eval-every steps: the last N of --data, "
-                                 "excluded from training, or the first N of --dev; 0: no evaluation")
+                                 "excluded from training, or the first N of --dev; 0: no evaluation", at_least=0)
     resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint")
     device: str | None = option(None, "cpu or cuda (default: cuda when available; under torchrun cuda:LOCAL_RANK)")
 

@@ -25,9 +25,9 @@ class EncodeConfig:
                                  choices=POOLINGS)
     layer: int = option(-1, "hidden layer to pool: -1 the last, 0 the embeddings, -2 the one below the top")
     normalize: bool | None = option(None, "L2-normalise the vectors (default: the model's own)")
-    batch_size: int = option(32, "texts per forward pass")
+    batch_size: int = option(32, "texts per forward pass", at_least=1)
     max_length: int | None = option(None, "tokens per text, [CLS] and [SEP] included (default: the model's "
-                                    "own limit); longer texts are cut, with a warning")
+                                    "own limit); longer texts are cut, with a warning", at_least=2)
     allow_empty: bool = option(False, "encode empty lines as empty texts instead of stopping with an error")
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     server: str | None = option(None, "encode on a running `bertkit serve` at this URL instead of loading "

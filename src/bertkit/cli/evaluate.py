@@ -16,7 +16,7 @@ class EvaluateConfig:
     model: str = required("fine-tuned model directory (written by bertkit finetune)")
     data: str = required("labelled data: a file or a fetched name such as mr:test")
     output: str | None = option(None, "where to write the metrics as JSON (default: MODEL/eval-DATA.json)")
-    batch_size: int = option(64, "examples per forward pass")
+    batch_size: int = option(64, "examples per forward pass", at_least=1)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
                           choices=("torch", "onnx", "onnx-int8"))

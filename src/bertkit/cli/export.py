@@ -18,7 +18,7 @@ class ExportConfig:
     dev: str | None = option(None, "fine-tuned models: dev data; with --quantize int8 the task metric is "
                              "compared before and after, and a drop over --max-drop stops the export")
     max_drop: float = option(1.0, "largest allowed drop of the dev metric, in points (0.01 accuracy/F1; "
-                             "1.0 for QA's 0-100 F1)")
+                             "1.0 for QA's 0-100 F1)", at_least=0)
     force: bool = option(False, "write model.int8.onnx even when the dev metric drops too much")
 
 

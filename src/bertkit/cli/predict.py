@@ -15,7 +15,7 @@ class PredictConfig:
     model: str = required("fine-tuned model directory (written by bertkit finetune)")
     input: str = required("inputs: text lines, JSONL/TSV with `text` (and `text_b`), or a name like mr:test")
     output: str = required("where to write predictions (JSONL)")
-    batch_size: int = option(64, "examples per forward pass")
+    batch_size: int = option(64, "examples per forward pass", at_least=1)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
                           choices=("torch", "onnx", "onnx-int8"))

@@ -21,7 +21,7 @@ class PretrainDataConfig(BuildSettings):
     input: list[str] = required("text files, comma-separated (or data names such as corpus-en, corpus-zh)")
     vocab: str = required("vocab.txt, a model directory, or a fetched model name such as minilm or zh-vocab")
     output: str = required("directory to write shards and index.json to")
-    workers: int = option(1, "processes; the output is the same for any number")
+    workers: int = option(1, "processes; the output is the same for any number", at_least=1)
     overwrite: bool = option(False, "replace the pretraining data already in --output")
 
 

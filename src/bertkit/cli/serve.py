@@ -22,15 +22,15 @@ class ServeConfig:
     task: list[str] = option([], "fine-tuned models as NAME=DIR (repeat --task, or comma-separate): "
                              "POST /predict/NAME")
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
-    port: int = option(8000, "port to listen on")
+    port: int = option(8000, "port to listen on", at_least=0, at_most=65535)
     backend: str = option("torch", "inference backend: onnx / onnx-int8 run the graphs `bertkit export` wrote "
                           "into the --model and --task directories (CPU)", choices=("torch", "onnx", "onnx-int8"))
-    max_batch: int = option(64, "most texts in one batched forward pass")
-    max_wait_ms: float = option(5.0, "how long the first request of a batch waits for others")
-    max_queue: int = option(1024, "texts queued per model before requests are answered 503 (Retry-After)")
-    max_texts: int = option(256, "most texts in one request")
-    max_chars: int = option(20_000, "most characters in one text")
-    batch_size: int = option(32, "texts per forward pass inside a batch (sorted by length)")
+    max_batch: int = option(64, "most texts in one batched forward pass", at_least=1)
+    max_wait_ms: float = option(5.0, "how long the first request of a batch waits for others", at_least=0)
+    max_queue: int = option(1024, "texts queued per model before requests are answered 503 (Retry-After)", at_least=1)
+    max_texts: int = option(256, "most texts in one request", at_least=1)
+    max_chars: int = option(20_000, "most characters in one text", at_least=1)
+    batch_size: int = option(32, "texts per forward pass inside a batch (sorted by length)", at_least=1)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
 
 

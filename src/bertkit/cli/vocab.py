@@ -14,11 +14,11 @@ class VocabConfig:
     corpus: list[str] = required("text files, comma-separated (or data names such as corpus-en)")
     output: str = required("the vocab.txt to write; named vocab.txt, it gets a tokenizer_config.json beside it")
     size: int = option(30522, "tokens in the vocab (bert-base: 30522 English, 21128 Chinese); more when the "
-                              "corpus has more distinct characters")
+                              "corpus has more distinct characters", at_least=1)
     lowercase: bool = option(True, "lower-case and strip accents first (an uncased vocab); --no-lowercase keeps case")
     chinese_chars: bool = option(False, "add every CJK character of the corpus, and its ## form, as in "
                                         "bert-base-chinese")
-    min_frequency: int = option(2, "fewest occurrences for a learned piece")
+    min_frequency: int = option(2, "fewest occurrences for a learned piece", at_least=1)
 
 
 def main(argv: list[str]) -> int:

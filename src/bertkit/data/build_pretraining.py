@@ -45,12 +45,14 @@ _COUNTS = ("documents", "sentences", "corpus_tokens", "instances", "tokens", "em
 class BuildSettings:
     """How sequences are made from the text; saved in index.json."""
 
-    max_seq_length: int = option(128, "tokens per sequence, [CLS] and [SEP] included")
-    max_predictions: int = option(20, "most masked positions per sequence (google-research: 20 for 128, 80 for 512)")
-    masked_lm_prob: float = option(0.15, "share of the (non-special) tokens to predict")
-    short_seq_prob: float = option(0.1, "share of NSP sequences given a shorter random target length")
+    max_seq_length: int = option(128, "tokens per sequence, [CLS] and [SEP] included", at_least=8)
+    max_predictions: int = option(20, "most masked positions per sequence (google-research: 20 for 128, 80 for 512)",
+                                 at_least=1)
+    masked_lm_prob: float = option(0.15, "share of the (non-special) tokens to predict", above=0, at_most=1)
+    short_seq_prob: float = option(0.1, "share of NSP sequences given a shorter random target length",
+                                  at_least=0, at_most=1)
     dupe_factor: int = option(5, "passes over the text, each with new NSP pairs (and new masks when static; "
-                                 "without NSP the packing is the same every pass); google-research uses 10")
+                                 "without NSP the packing is the same every pass); google-research uses 10", at_least=1)
     nsp: bool = option(True, "sentence pairs with next-sentence labels (BERT); --no-nsp packs full sentences "
                              "across documents into one segment (RoBERTa's FULL-SENTENCES)")
     masking: str = option("static", "static: masked once here; dynamic: masked anew every epoch when read",
@@ -61,7 +63,7 @@ class BuildSettings:
     format: str = option("auto", "input layout: sentences (one a line, blank line between documents) or "
                                  "paragraphs (one document a line); auto decides per file", choices=FORMATS)
     seed: int = option(12345, "random seed: the same seed and inputs give byte-identical shards")
-    chunk_mb: float = option(1.0, "MB of text per chunk (one shard, one unit of work for a worker)")
+    chunk_mb: float = option(1.0, "MB of text per chunk (one shard, one unit of work for a worker)", above=0)
     lowercase: bool | None = option(None, "lower-case the text (default: the vocab's tokenizer_config.json, "
                                           "else inferred from the vocab)")
 

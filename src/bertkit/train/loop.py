@@ -44,26 +44,29 @@ log = logging.getLogger("bertkit")
 @dataclass
 class TrainConfig:
     data: str | None = option(None, "training data: a file or a fetched name such as mr:train")
-    epochs: int = option(3, "passes over the training data")
+    epochs: int = option(3, "passes over the training data", at_least=1)
     max_steps: int = option(0, "train for this many optimiser steps, going round the data as often as "
-                            "needed (0: `epochs` passes); pretraining is usually measured in steps")
+                            "needed (0: `epochs` passes); pretraining is usually measured in steps", at_least=0)
     batch_size: int = option(32, "examples per optimiser step (split into micro-batches by grad_accum; "
-                             "with torchrun, over all processes together)")
-    grad_accum: int = option(1, "micro-batches per optimiser step")
-    eval_batch_size: int = option(64, "examples per forward pass when evaluating")
+                             "with torchrun, over all processes together)", at_least=1)
+    grad_accum: int = option(1, "micro-batches per optimiser step", at_least=1)
+    eval_batch_size: int = option(64, "examples per forward pass when evaluating", at_least=1)
     optimizer: str = option("adamw", "adamw, or lamb (layer-wise trust ratio, for large-batch pretraining)",
                             choices=OPTIMIZERS)
-    lr: float = option(5e-5, "peak learning rate")
+    lr: float = option(5e-5, "peak learning rate", above=0)
     head_lr: float = option(0.0, "peak learning rate of the task head (classifier, tagger, CRF: what starts "
-                            "from scratch on a pretrained encoder), when it should differ from lr; 0: lr")
-    weight_decay: float = option(0.01, "weight decay (not applied to biases, LayerNorm and CRF scores)")
-    warmup: float = option(0.1, "share of the steps spent warming the learning rate up from 0")
-    max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
-    eval_every: int = option(0, "evaluate every N optimiser steps (0: at the end of every epoch)")
-    patience: int = option(0, "stop after N evaluations without improvement (0: never stop early)")
-    checkpoint_every: int = option(200, "write a resumable checkpoint every N optimiser steps")
+                            "from scratch on a pretrained encoder), when it should differ from lr; 0: lr", at_least=0)
+    weight_decay: float = option(0.01, "weight decay (not applied to biases, LayerNorm and CRF scores)",
+                                 at_least=0)
+    warmup: float = option(0.1, "share of the steps spent warming the learning rate up from 0",
+                           at_least=0, at_most=1)
+    max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: no clipping)", at_least=0)
+    eval_every: int = option(0, "evaluate every N optimiser steps (0: at the end of every epoch)", at_least=0)
+    patience: int = option(0, "stop after N evaluations without improvement (0: never stop early)",
+                           at_least=0)
+    checkpoint_every: int = option(200, "write a resumable checkpoint every N optimiser steps", at_least=1)
     seed: int = option(42, "seed for initialisation, dropout and data order")
-    log_every: int = option(20, "log the training loss every N optimiser steps")
+    log_every: int = option(20, "log the training loss every N optimiser steps", at_least=1)
     precision: str = option("fp32", "fp32, or mixed precision: bf16 (autocast; GPUs since Ampere, CPUs with "
                             "AMX/AVX512-BF16) or fp16 (autocast with dynamic loss scaling; CUDA only)",
                             choices=PRECISIONS)
