@@ -109,8 +109,9 @@ class ClassifyTask:
     def featurize(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
         features, self.windowed = [], 0
         for index, e in enumerate(examples):
-            a = tokenizer.encode(e["text"], add_special_tokens=False).ids
-            b = tokenizer.encode(e["text_b"], add_special_tokens=False).ids if e["text_b"] else None
+            # Whole texts (max_length=None): the windows below must see every token, not the first 512.
+            a = tokenizer.encode(e["text"], max_length=None, add_special_tokens=False).ids
+            b = tokenizer.encode(e["text_b"], max_length=None, add_special_tokens=False).ids if e["text_b"] else None
             budget = max_length - (3 if b is not None else 2)
             spans = self._spans(a, b, budget)
             self.windowed += len(spans) > 1

@@ -234,10 +234,11 @@ class QATask:
         encoded = {c: (enc.ids[1:-1], enc.offsets[1:-1])
                    for c, enc in zip(contexts, tokenizer.encode_batch(contexts, max_length=None))}
         questions = tokenizer.encode_batch([e["question"] for e in examples], max_length=None)
-        features, self.windowed, lost, gaps = [], 0, 0, 0
+        features, self.windowed, lost, gaps, long_questions = [], 0, 0, 0, 0
         bounds = {}  # context -> (token starts, token ends) for char -> token lookups
         for index, (e, q) in enumerate(zip(examples, questions)):
             query = q.ids[1:-1][: self.max_query_length]
+            long_questions += len(q.ids) - 2 > self.max_query_length
             ids, offsets = encoded[e["context"]]
             budget = max_length - len(query) - 3  # [CLS] query [SEP] window [SEP]
             if budget < 1:
@@ -266,6 +267,10 @@ class QATask:
         if self.windowed:
             log.info("qa: %d of %d questions have contexts longer than max_length=%d allows and were split "
                      "into windows every %d tokens", self.windowed, len(examples), max_length, self.doc_stride)
+        if long_questions:
+            log.warning("qa: %d of %d questions are longer than max_query_length=%d tokens and were cut to "
+                        "their first %d (raise --qa.max-query-length to keep more)", long_questions,
+                        len(examples), self.max_query_length, self.max_query_length)
         if gaps:
             log.warning("qa: for %d questions doc_stride=%d is not below the context tokens a window holds, so "
                         "their windows do not overlap and an answer across a window edge is whole in none; "
