@@ -2,7 +2,7 @@
 exported to runs/ on first use) against a baseline server that runs transformers once per request
 (no batching), all serving MiniLM sentence vectors over HTTP on the loopback interface.
 
-    python bench/serve.py [--duration 10] [--clients 10,50,200] [--model minilm]
+    python bench/serve.py [--duration 10] [--clients 10,50,200] [--model minilm] [--phases load,faults,big]
 
 Each phase runs N concurrent clients for a fixed time; every client sends one real MR sentence per
 request (one in five a long text: several sentences joined) and waits for the answer. Printed per
@@ -12,6 +12,9 @@ server and N: requests/s, p50/p95/p99 latency and errors by status. Then, on ber
                good ones still all 200
   disconnect   clients that give up after 50 ms: the server drops their queued work
                (bertkit_dropped_items_total) and answers the next clients normally
+  big request  one request at the limits (256 texts of 20,000 characters) while a few clients send
+               1-text requests: their latency with and without the big one running (fair scheduling
+               keeps it within a few batch times instead of the big request's whole run)
 Servers run in their own processes (uvicorn, 1 worker); the load generator is asyncio + httpx.
 """
 from __future__ import annotations
@@ -152,6 +155,59 @@ async def phase(url: str, n: int, seconds: float, texts: list[str], **kw) -> dic
             "p99_ms": pct(99), "errors": errors}
 
 
+async def small_latency(url: str, texts: list[str], clients: int, seconds: float,
+                        big: list[str] | None = None) -> tuple[np.ndarray, float]:
+    """Latencies (ms) of 1-text requests sent in a loop by `clients` clients: for `seconds`, or with
+    `big`, for as long as that one request (sent first, 0.5 s ahead) takes; and its time in seconds."""
+    log: list = []
+    done = asyncio.Event()
+    big_seconds = float("nan")
+    async with httpx.AsyncClient(timeout=600) as http:
+
+        async def big_request():
+            nonlocal big_seconds
+            start = time.perf_counter()
+            r = await http.post(f"{url}/encode", json={"texts": big, "encoding": "base64"})
+            big_seconds = time.perf_counter() - start
+            assert r.status_code == 200, r.text[:300]
+            done.set()
+
+        async def timer():
+            await asyncio.sleep(seconds)
+            done.set()
+
+        async def small(rng: random.Random):
+            if big is not None:
+                await asyncio.sleep(0.5)  # the big request is in the server first
+            while not done.is_set():
+                start = time.perf_counter()
+                r = await http.post(f"{url}/encode", json={"texts": [rng.choice(texts)]})
+                assert r.status_code == 200, r.text[:300]
+                log.append((time.perf_counter() - start) * 1000)
+
+        await asyncio.gather(timer() if big is None else big_request(), *(small(random.Random(i)) for i in range(clients)))
+    return np.array(log), big_seconds
+
+
+def big_request(texts: list[str], n: int, chars: int) -> list[str]:
+    """`n` texts of `chars` characters each, real sentences joined."""
+    rng = random.Random(1)
+    out = []
+    for _ in range(n):
+        text = ""
+        while len(text) < chars:
+            text += rng.choice(texts) + " "
+        out.append(text[:chars])
+    return out
+
+
+def latency_line(name: str, ms: np.ndarray) -> str:
+    if not len(ms):
+        return f"| {name} | 0 | | | |"
+    return (f"| {name} | {len(ms)} | {np.percentile(ms, 50):.0f} | {np.percentile(ms, 95):.0f} | "
+            f"{ms.max():.0f} |")
+
+
 def metric(url: str, name: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     match = re.search(rf"^{name} (\S+)$", text, re.M)
@@ -199,23 +255,7 @@ def row(server: str, r: dict) -> str:
             f"{r['p99_ms']:.0f} | {errors} |")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="minilm")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
-    ap.add_argument("--clients", default="10,50,200")
-    ap.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    from bertkit.fetch import resolve_model
-
-    model_dir = str(resolve_model(args.model))
-    if args.baseline_server:
-        return serve_baseline(model_dir, args.port)
-    texts = load_texts()
-    levels = [int(n) for n in args.clients.split(",")]
-    print(f"bench/serve.py: {len(texts)} texts, {args.duration:g} s per phase, {os.cpu_count()} CPUs, "
-          f"client and servers on one machine\n")
+def load_phase(model_dir: str, texts: list[str], levels: list[int], seconds: float) -> None:
     flops, gemm = work_per_request(model_dir, texts), gemm_gflops()
     print("| server | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|---|")
     onnx_dir = ROOT / "runs" / f"{Path(model_dir).name}-onnx"
@@ -232,7 +272,7 @@ def main() -> None:
         proc, url = start(kind, directory, extra)
         try:
             for n in levels:
-                results[name, n] = asyncio.run(phase(url, n, args.duration, texts))
+                results[name, n] = asyncio.run(phase(url, n, seconds, texts))
                 print(row(name, results[name, n]), flush=True)
         finally:
             stop(proc)
@@ -254,21 +294,23 @@ def main() -> None:
         print(f"{n} clients: 3x the baseline would be {3 * b:.0f} GFLOP/s of fp32 model work, "
               f"{300 * b / gemm:.0f}% of the GEMM rate")
 
+
+def fault_phases(model_dir: str, texts: list[str], seconds: float) -> None:
     print("\nfaults (bertkit):\n| phase | clients | requests/s | p50 ms | p95 ms | p99 ms | errors |\n"
           "|---|---:|---:|---:|---:|---:|---|")
     proc, url = start("bertkit", model_dir, ["--max-queue", "32"])
     try:
-        print(row("overload, queue of 32", asyncio.run(phase(url, 200, args.duration, texts))), flush=True)
+        print(row("overload, queue of 32", asyncio.run(phase(url, 200, seconds, texts))), flush=True)
     finally:
         stop(proc)
     proc, url = start("bertkit", model_dir, [])
     try:
-        print(row("1 in 5 malformed", asyncio.run(phase(url, 50, args.duration, texts, malformed_share=0.2))),
+        print(row("1 in 5 malformed", asyncio.run(phase(url, 50, seconds, texts, malformed_share=0.2))),
               flush=True)
         computed = metric(url, "bertkit_batch_size_sum")
-        gave_up = asyncio.run(phase(url, 50, args.duration, texts, give_up_s=0.05))
+        gave_up = asyncio.run(phase(url, 50, seconds, texts, give_up_s=0.05))
         print(row("clients give up after 50 ms", gave_up), flush=True)
-        after = asyncio.run(phase(url, 10, min(5.0, args.duration), texts))
+        after = asyncio.run(phase(url, 10, min(5.0, seconds), texts))
         print(row("then 10 patient clients", after), flush=True)
         dropped = metric(url, "bertkit_dropped_items_total")
         abandoned = gave_up["errors"].get("good gave up", 0)
@@ -278,6 +320,57 @@ def main() -> None:
               f"{metric(url, 'bertkit_queue_depth'):.0f}")
     finally:
         stop(proc)
+
+
+def big_phase(model_dir: str, texts: list[str], seconds: float, n_big: int, chars: int, clients: int = 4) -> None:
+    """Head-of-line blocking: 1-text requests timed alone, then while one big request runs."""
+    big = big_request(texts, n_big, chars)
+    proc, url = start("bertkit", model_dir, ["--max-texts", str(max(256, n_big)), "--max-chars", str(max(20_000, chars))])
+    try:
+        alone, _ = asyncio.run(small_latency(url, texts, clients, seconds))
+        during, big_seconds = asyncio.run(small_latency(url, texts, clients, seconds, big))
+        batches = metric(url, "bertkit_batch_size_count")
+    finally:
+        stop(proc)
+    print(f"\nbig request (bertkit): {n_big} texts of {chars:,} characters took {big_seconds:.1f} s; "
+          f"{clients} clients sent 1-text requests meanwhile ({batches:.0f} batches in all)\n"
+          "| 1-text requests | count | p50 ms | p95 ms | max ms |\n|---|---:|---:|---:|---:|")
+    print(latency_line("alone", alone))
+    print(latency_line("while the big request runs", during), flush=True)
+
+
+PHASES = ("load", "faults", "big")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase")
+    ap.add_argument("--clients", default="10,50,200")
+    ap.add_argument("--phases", default=",".join(PHASES), help=f"which to run, of {', '.join(PHASES)}")
+    ap.add_argument("--big-texts", type=int, default=256, help="texts in the big request")
+    ap.add_argument("--big-chars", type=int, default=20_000, help="characters per text of the big request")
+    ap.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    from bertkit.fetch import resolve_model
+
+    model_dir = str(resolve_model(args.model))
+    if args.baseline_server:
+        return serve_baseline(model_dir, args.port)
+    phases = [p for p in args.phases.split(",") if p]
+    unknown = sorted(set(phases) - set(PHASES))
+    if unknown:
+        raise SystemExit(f"--phases: unknown {', '.join(unknown)}; choose from {', '.join(PHASES)}")
+    texts = load_texts()
+    print(f"bench/serve.py: {len(texts)} texts, {args.duration:g} s per phase, {os.cpu_count()} CPUs, "
+          f"client and servers on one machine\n")
+    if "load" in phases:
+        load_phase(model_dir, texts, [int(n) for n in args.clients.split(",")], args.duration)
+    if "faults" in phases:
+        fault_phases(model_dir, texts, args.duration)
+    if "big" in phases:
+        big_phase(model_dir, texts, args.duration, args.big_texts, args.big_chars)
 
 
 if __name__ == "__main__":
