@@ -26,6 +26,10 @@ class ServeConfig:
     backend: str = option("torch", "inference backend: onnx / onnx-int8 run the graphs `bertkit export` wrote "
                           "into the --model and --task directories (CPU)", choices=("torch", "onnx", "onnx-int8"))
     max_batch: int = option(64, "most texts in one batched forward pass", at_least=1)
+    max_batch_tokens: int = option(2048, "most tokens (estimated from words and punctuation) in one batched "
+                                   "model call: big requests are split into batches this size and take turns "
+                                   "with small ones, so a small request waits a few batches, not a big one's "
+                                   "whole run", at_least=1)
     max_wait_ms: float = option(5.0, "how long the first request of a batch waits for others", at_least=0)
     max_queue: int = option(1024, "texts queued per model before requests are answered 503 (Retry-After)", at_least=1)
     max_texts: int = option(256, "most texts in one request", at_least=1)
@@ -75,8 +79,8 @@ def build_app(cfg: ServeConfig):
         if cfg.model else None
     predictors = {name: PredictEngine(*load_finetuned(path, cfg.device, cfg.backend), batch_size=cfg.batch_size)
                   for name, path in tasks.items()}
-    limits = Limits(max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, max_queue=cfg.max_queue,
-                    max_texts=cfg.max_texts, max_chars=cfg.max_chars)
+    limits = Limits(max_batch=cfg.max_batch, max_batch_tokens=cfg.max_batch_tokens, max_wait_ms=cfg.max_wait_ms,
+                    max_queue=cfg.max_queue, max_texts=cfg.max_texts, max_chars=cfg.max_chars)
     for name in ("max_batch", "max_queue", "max_texts", "max_chars"):
         if getattr(cfg, name) < 1:
             raise BertkitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")

@@ -1,17 +1,22 @@
-"""Dynamic batching for the server: concurrent requests share one forward pass.
+"""Dynamic batching for the server: concurrent requests share one forward pass, and big requests
+take turns with small ones.
 
-Each request submits a list of items (texts or examples). The batcher waits at most `max_wait_ms`
-after the first queued request for others, up to `max_batch` items, runs the batch in its own worker
-thread (so the event loop keeps answering) and hands each request its slice of the results through an
-asyncio future. The queue is bounded in items: a request that would overflow it is refused at once
-(`QueueFull`, answered 503 with Retry-After) instead of letting latency grow without limit.
+Each request submits a list of items (texts or examples) as a job. When the model is idle, the batcher
+waits at most `max_wait_ms` after the first job for others, then cuts a batch from every waiting job
+round-robin (see `FairQueue`): at most `max_batch` items, and at most `max_tokens` of estimated work
+when the model prices its items (`run.cost(item)`). A request of 256 long texts is so split into many
+batches, and a 1-text request that arrives meanwhile rides in the next one, instead of waiting for all
+of the big request. Batches run in the batcher's own worker thread (so the event loop keeps answering);
+each request gets its results through an asyncio future once all its items are done. The queue is
+bounded in items: a request that would overflow it is refused at once (`QueueFull`, answered 503 with
+Retry-After) instead of letting latency grow without limit.
 """
 from __future__ import annotations
 
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
@@ -19,10 +24,69 @@ class QueueFull(Exception):
     """The batcher holds `max_queue` items already; the client should retry later."""
 
 
-@dataclass
-class _Job:
+@dataclass(eq=False)  # hashed by identity: a job is a key while a batch is cut
+class Job:
+    """One request's items and their costs; `taken` of them are in batches so far, `done` have results."""
     items: list
-    future: asyncio.Future
+    costs: list[int]
+    future: asyncio.Future | None = None
+    taken: int = 0
+    done: int = 0
+    results: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.results = [None] * len(self.items)
+
+
+class FairQueue:
+    """Waiting jobs, cut into batches round-robin: a batch takes one item from each job with items left,
+    oldest job first, and goes round again until it holds `max_batch` items or no further item fits in
+    `max_cost` (the first item always fits). A big job so gets one share of each batch, and every job
+    that is waiting when a batch is cut has an item in it (up to `max_batch` jobs)."""
+
+    def __init__(self, max_batch: int, max_cost: int | None = None):
+        self.max_batch, self.max_cost = max_batch, max_cost
+        self.jobs: list[Job] = []
+        self.waiting = 0  # items not yet taken into a batch
+
+    def add(self, job: Job) -> None:
+        self.jobs.append(job)
+        self.waiting += len(job.items) - job.taken
+
+    def remove(self, job: Job) -> int:
+        """Forget the job's items not yet taken; returns how many."""
+        if job not in self.jobs:
+            return 0
+        self.jobs.remove(job)
+        left = len(job.items) - job.taken
+        self.waiting -= left
+        return left
+
+    def take(self) -> list[tuple[Job, int, int]]:
+        """The next batch as (job, start, end) slices of the jobs' items, in the jobs' order."""
+        counts: dict[Job, int] = {}
+        size = cost = 0
+        while size < self.max_batch:
+            added = False
+            for job in self.jobs:
+                i = job.taken + counts.get(job, 0)
+                if i == len(job.items):
+                    continue
+                if size and self.max_cost is not None and cost + job.costs[i] > self.max_cost:
+                    continue
+                counts[job] = counts.get(job, 0) + 1
+                size, cost, added = size + 1, cost + job.costs[i], True
+                if size == self.max_batch:
+                    break
+            if not added:
+                break
+        batch = []
+        for job, n in counts.items():
+            batch.append((job, job.taken, job.taken + n))
+            job.taken += n
+        self.jobs = [job for job in self.jobs if job.taken < len(job.items)]
+        self.waiting -= size
+        return batch
 
 
 class Histogram:
@@ -86,20 +150,28 @@ class Metrics:
 
 
 class Batcher:
-    """`await batcher.submit(items)` -> `run(items)`'s results for those items, batched with others."""
+    """`await batcher.submit(items)` -> `run(items)`'s results for those items, batched with others.
+    `run` may price an item with `run.cost(item)` (estimated tokens); then a batch holds at most
+    `max_tokens` of them."""
 
     def __init__(self, run: Callable[[list], list], max_batch: int, max_wait_ms: float, max_queue: int,
-                 metrics: Metrics, name: str = "model"):
+                 metrics: Metrics, name: str = "model", max_tokens: int | None = None):
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
         self.max_queue, self.metrics, self.name = max_queue, metrics, name
-        self.pending = 0  # items submitted and not yet taken into a batch
-        self._queue: asyncio.Queue | None = None
+        self.cost = getattr(run, "cost", None)
+        self.queue = FairQueue(max_batch, max_tokens if self.cost is not None else None)
+        self._wake: asyncio.Event | None = None  # set when a job arrives or stop() is called
+        self._stopping = False
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._carry: _Job | None = None  # a job that did not fit the previous batch
+
+    @property
+    def pending(self) -> int:
+        """Items submitted and not yet taken into a batch."""
+        return self.queue.waiting
 
     def start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._wake, self._stopping = asyncio.Event(), False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"bertkit-{self.name}")
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -107,75 +179,60 @@ class Batcher:
         """Finish every queued job, then end the worker thread."""
         if self._task is None:
             return
-        await self._queue.put(None)
+        self._stopping = True
+        self._wake.set()
         await self._task
         self._executor.shutdown(wait=True)
         self._task = None
 
     async def submit(self, items: list) -> list:
-        if self._task is None:
+        if self._task is None or self._stopping:
             raise RuntimeError("the batcher is not running (start() it in the app's lifespan)")
         if self.pending + len(items) > self.max_queue:
             raise QueueFull(f"{self.pending} items are queued for {self.name} (limit {self.max_queue})")
-        self.pending += len(items)
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(items, future))
-        return await future
-
-    async def _next(self, timeout: float | None) -> _Job | None:
-        if self._carry is not None:
-            job, self._carry = self._carry, None
-            return job
-        if timeout is None:
-            return await self._queue.get()
-        return await asyncio.wait_for(self._queue.get(), timeout)
+        costs = [self.cost(item) for item in items] if self.cost is not None else [1] * len(items)
+        job = Job(items, costs, asyncio.get_running_loop().create_future())
+        self.queue.add(job)
+        self._wake.set()
+        return await job.future
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        stopping = False
-        while not stopping:
-            job = await self._next(None)
-            if job is None:
-                break
-            jobs, size, deadline = [job], len(job.items), loop.time() + self.max_wait
-            while size < self.max_batch:
-                try:
-                    nxt = await self._next(max(0.0, deadline - loop.time()))
-                except asyncio.TimeoutError:
-                    break
-                if nxt is None:
-                    stopping = True
-                    break
-                if size + len(nxt.items) > self.max_batch:
-                    self._carry = nxt
-                    break
-                jobs.append(nxt)
-                size += len(nxt.items)
-            await self._run(jobs, size, loop)
-        if self._carry is not None:  # stop() arrived behind a job that did not fit: finish it too
-            job, self._carry = self._carry, None
-            await self._run([job], len(job.items), loop)
+        while True:
+            if not self.queue.waiting:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                # the model was idle: the first job waits up to max_wait for others to share its batch
+                deadline = loop.time() + self.max_wait
+                while self.queue.waiting < self.max_batch and not self._stopping:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), deadline - loop.time())
+                    except asyncio.TimeoutError:
+                        break
+            for job in [job for job in self.queue.jobs if job.future.cancelled()]:
+                self.metrics.dropped(self.queue.remove(job))  # their clients went away: skip the work
+            batch = self.queue.take()
+            if batch:
+                await self._run(batch, loop)
 
-    async def _run(self, jobs: list[_Job], size: int, loop) -> None:
-        self.pending -= size
-        live = [job for job in jobs if not job.future.cancelled()]  # their clients went away: skip the work
-        if len(live) < len(jobs):
-            self.metrics.dropped(size - sum(len(job.items) for job in live))
-        jobs = live
-        if not jobs:
-            return
-        size = sum(len(job.items) for job in jobs)
-        self.metrics.batch(size)
-        items = [item for job in jobs for item in job.items]
+    async def _run(self, batch: list[tuple[Job, int, int]], loop) -> None:
+        items = [item for job, start, end in batch for item in job.items[start:end]]
+        self.metrics.batch(len(items))
         try:
             results: list[Any] = await loop.run_in_executor(self._executor, self.run, items)
         except Exception as e:  # noqa: BLE001 - any model failure goes back to its requests, never kills the loop
-            for job in jobs:
+            for job, _, _ in batch:
+                self.queue.remove(job)  # the rest of a failed request need not run
                 if not job.future.done():
                     job.future.set_exception(e)
             return
-        start = 0
-        for job in jobs:
-            if not job.future.done():  # the client may have gone away
-                job.future.set_result(results[start: start + len(job.items)])
-            start += len(job.items)
+        offset = 0
+        for job, start, end in batch:
+            job.results[start:end] = results[offset: offset + end - start]
+            offset += end - start
+            job.done += end - start
+            if job.done == len(job.items) and not job.future.done():  # the client may have gone away
+                job.future.set_result(job.results)
