@@ -122,7 +122,13 @@ def _cluener_tags(label, text: str, scheme: str, where: str) -> list[str]:
         raise BertkitError(f"{where}: `label` must map type -> {{entity: [[start, end], ...]}}")
     tags = ["O"] * len(text)
     for kind, entities in label.items():
+        if not kind.strip():
+            raise BertkitError(f"{where}: `label` has an entity type named {kind!r}; name every type "
+                               "(e.g. \"name\", \"org\"), as the tags B-TYPE and I-TYPE carry it")
         for entity, spans in entities.items():
+            if not isinstance(spans, list):
+                raise BertkitError(f"{where}: {kind} {entity!r} has {spans!r} where a list of spans belongs; "
+                                   "write [[start, end], ...]")
             for span in spans:
                 if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)):
                     raise BertkitError(f"{where}: {kind} {entity!r} has span {span!r}; write [start, end]")
