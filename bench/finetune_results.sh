@@ -8,7 +8,7 @@ run() {  # name, then finetune arguments
   local name=$1; shift
   if [ -f "runs/$name/metrics.json" ]; then echo "runs/$name done"; return; fi
   echo "== $name: bertkit finetune $*"
-  /usr/bin/time -f "$name: %e s" "$BERTKIT" finetune "$@" --output "runs/$name" 2>&1 | tr '\r' '\n' | grep -v '^train:\|^predict' || true
+  /usr/bin/time -f "$name: %e s" "$BERTKIT" finetune "$@" --output "runs/$name" --overwrite 2>&1 | tr '\r' '\n' | grep -v '^train:\|^predict' || true
 }
 want() { [ $# -eq 0 ] || [[ " $* " == *" $NAME "* ]]; }
 for NAME in mr wnut16 wnut16-crf multitask qnli squad11 peoples-daily-ner; do

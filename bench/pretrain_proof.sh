@@ -40,7 +40,7 @@ for task in $TASKS; do
       echo "== $task, $init, lr $lrs, seed $seed (log: $run.log)"
       mkdir -p "$out"
       "$BERTKIT" finetune --config "configs/$task.yaml" "${extra[@]}" --dropout 0.1 --train.seed "$seed" \
-        --train.lr "$lr" --train-examples "$EXAMPLES" --output "$run" > "$run.log" 2>&1 || \
+        --train.lr "$lr" --train-examples "$EXAMPLES" --output "$run" --overwrite > "$run.log" 2>&1 || \
         { tr '\r' '\n' < "$run.log" | tail -5; exit 1; }
       echo "   best dev epoch: $(tr -d '\n ' < "$run/metrics.json")"
       "$BERTKIT" evaluate --model "$run" --data "$task:test" > /dev/null

@@ -126,7 +126,7 @@ def test_dropout_override_trains_and_is_saved(tiny_dir, mr_small, tmp_path, caps
                if "loss" in json.loads(line)] for name in ("default", "none")]
     assert losses[0][0] != losses[1][0]  # same seed, same batch: only dropout differs
     assert run_finetune(tiny_dir, train, dev, tmp_path / "bad", "--dropout", "1.5") == 2
-    assert "--dropout 1.5 is not a probability in [0, 1)" in capsys.readouterr().err
+    assert "`--dropout` is 1.5; it must be >= 0 and < 1" in capsys.readouterr().err
 
 
 def test_unknown_dev_label_fails_before_training(tiny_dir, mr_small, tmp_path, capsys):

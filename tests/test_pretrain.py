@@ -294,7 +294,7 @@ def test_held_out_from_repeated_data_says_it_is_optimistic(corpus, nsp_data, tmp
     for name, (data, extra) in runs.items():
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="bertkit"):
-            assert _pretrain(data, tmp_path / name, "--train.max-steps=1", *extra) == 0
+            assert _pretrain(data, tmp_path / f"run-{name}", "--train.max-steps=1", *extra) == 0
         said = [r.getMessage() for r in caplog.records if "held-out" in r.getMessage()]
         if name == "dupes":
             assert len(said) == 1 and "dupe_factor 2" in said[0] and "--dev DIR" in said[0], said

@@ -81,5 +81,5 @@ def test_cli_vocab(tmp_path, corpus_en_dir, capsys):
     assert capsys.readouterr().out.strip() == str(out)
     assert len(out.read_text(encoding="utf-8").splitlines()) == 500
     assert BertTokenizer.from_dir(out.parent).lowercase is True
-    assert main(["vocab", "--corpus", str(corpus), "--size", "3", "--output", str(out)]) == 2
+    assert main(["vocab", "--corpus", str(corpus), "--size", "3", "--output", str(out), "--overwrite"]) == 2
     assert "leaves no room beside the 5 special tokens" in capsys.readouterr().err

@@ -19,6 +19,9 @@ from torch import nn
 from bertkit.convert.hf import from_hf, to_hf
 from bertkit.errors import BertkitError
 from bertkit.model import BertConfig, BertModel
+from bertkit.outputs import atomic_path, atomic_write_text
+
+__all__ = ["atomic_write_text", "load_config", "load_model", "load_weights", "read_state_dict", "save_model"]
 
 log = logging.getLogger("bertkit")
 
@@ -144,9 +147,8 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, extra_co
         meta["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
     atomic_write_text(d / "config.json", json.dumps({**config.to_dict(), **meta}, indent=2) + "\n")
     tensors = {k: v.detach().cpu().contiguous() for k, v in to_hf(model.state_dict()).items()}
-    tmp = d / ".model.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, d / "model.safetensors")
+    with atomic_path(d / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save(d)
     return d
@@ -156,9 +158,3 @@ def _num_labels(model: nn.Module) -> int | None:
     classifier = getattr(model, "classifier", None)
     return classifier.out_features if isinstance(classifier, nn.Linear) else None
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -30,6 +30,7 @@ def main() -> int:
     output = os.environ.get("BERTKIT_DEMO_OUTPUT", "runs/demo-mr")
     cfg = from_dict(FinetuneConfig, {
         "task": "classify", "model": "minilm", "dev": "mr:dev", "output": output, "max_length": 128,
+        "overwrite": True,  # the demo's own directory: a rerun replaces it
         "train": {"data": "mr:train", "epochs": 2, "batch_size": 32, "lr": 5e-5, "seed": 42},
     }, source="demo")
     print(f"fine-tuning all-MiniLM-L6-v2 on MR (8,458 sentences, 2 epochs) into {output}/ ...")

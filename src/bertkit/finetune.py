@@ -20,6 +20,7 @@ from bertkit.config import option, required, save as save_config
 from bertkit.errors import BertkitError
 from bertkit.fetch import resolve_data, resolve_model
 from bertkit.model import BertConfig
+from bertkit.outputs import check_output_dir, clear_dir, content_hash, open_run
 from bertkit.tasks import get_task
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train import distributed
@@ -71,7 +72,10 @@ class FinetuneConfig:
     train_examples: int | None = option(None, "train on a seeded random sample of this many examples "
                                         "(e.g. a SQuAD subset that fits the time you have)", at_least=1)
     seeds: list[int] = option([], "run once per seed (e.g. 1,2,3) and report mean and std of the dev metrics")
-    resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint")
+    resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint (refused when the task, "
+                          "labels, model or data differ from the run's)")
+    overwrite: bool = option(False, "replace what OUTPUT holds (nothing is removed before the options, model and data "
+                           "are checked)")
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
 
 
@@ -124,6 +128,10 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         qa = cfg.task == "qa" or any(spec.task == "qa" for spec in cfg.tasks)
         cfg = dataclasses.replace(cfg, max_length=384 if qa else 128)
     model_dir = resolve_model(cfg.model)
+    if cfg.task != "multitask" and (cfg.train.data is None or cfg.dev is None):
+        raise BertkitError("pass --train FILE and --dev FILE (files or fetched names such as mr:train)")
+    data_paths = _data_paths(cfg)
+    check_output_dir(out, [model_dir, *data_paths["train"], *data_paths["dev"]], cfg.overwrite, cfg.resume)
     tokenizer = BertTokenizer.from_dir(model_dir)
     if cfg.init == "random" and not (model_dir / "config.json").is_file():
         config = BertConfig.preset(cfg.size, vocab_size=tokenizer.vocab_size)
@@ -132,8 +140,6 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
     else:
         config = load_config(model_dir)
     if cfg.dropout is not None:
-        if not 0.0 <= cfg.dropout < 1.0:
-            raise BertkitError(f"--dropout {cfg.dropout} is not a probability in [0, 1); pass e.g. --dropout 0.1")
         config = dataclasses.replace(config, hidden_dropout_prob=cfg.dropout,
                                      attention_probs_dropout_prob=cfg.dropout)
     tokenizer.check_vocab_size(config.vocab_size, where=str(model_dir))
@@ -144,8 +150,6 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
     if cfg.task == "multitask":
         task, data = _multitask_data(cfg, tokenizer)
     else:
-        if cfg.train.data is None or cfg.dev is None:
-            raise BertkitError("pass --train FILE and --dev FILE (files or fetched names such as mr:train)")
         task = get_task(cfg.task, **_task_options(cfg.task, cfg, cfg.head))
         data = _load_data(task, cfg.train.data, cfg.dev, tokenizer, cfg.max_length, cfg.train_examples,
                           cfg.train.seed)
@@ -158,8 +162,11 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
                      read_state_dict(model_dir), source=str(model_dir))
     else:
         log.info("init=random: training from randomly initialised weights (no pretraining)")
+    job = {"task": task.state(), "model": cfg.model, "init": cfg.init, "max_length": cfg.max_length,
+           "train_examples": cfg.train_examples, "seed": cfg.train.seed,
+           **{split: [content_hash(p) for p in paths] for split, paths in data_paths.items()}}
+    open_run(out, job, cfg.overwrite, cfg.resume, info.is_main)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "finetune.yaml")
 
     def save_best(trained, metrics):
@@ -179,6 +186,12 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
     if getattr(task, "labels", None) and task.name == "classify" and best:
         _confusion_png(out, trainer.model, task, tokenizer, dev_features, dev_examples)
     return _flat(best)
+
+
+def _data_paths(cfg: FinetuneConfig) -> dict[str, list[Path]]:
+    """The training and dev files of the run (one of each per task in a multi-task run)."""
+    specs = [(s.train, s.dev) for s in cfg.tasks] if cfg.task == "multitask" else [(cfg.train.data, cfg.dev)]
+    return {"train": [resolve_data(t, "train") for t, _ in specs], "dev": [resolve_data(d, "dev") for _, d in specs]}
 
 
 def _save_task_dir(out: Path, model, task, tokenizer, max_length: int, metrics: dict) -> None:
@@ -236,6 +249,9 @@ def _label_config(task) -> dict:
 
 def _finetune_seeds(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
     """The same job once per seed, into OUTPUT/seed-N; OUTPUT/metrics.json holds mean and std."""
+    check_output_dir(cfg.output, [resolve_model(cfg.model)], cfg.overwrite, cfg.resume)
+    if cfg.overwrite and info.is_main:
+        clear_dir(cfg.output)
     runs = []
     for seed in cfg.seeds:
         one = FinetuneConfig(**{**cfg.__dict__, "seeds": [], "output": str(Path(cfg.output) / f"seed-{seed}"),

@@ -41,6 +41,7 @@ from bertkit.config import option, required, save as save_config
 from bertkit.errors import BertkitError
 from bertkit.fetch import resolve_model
 from bertkit.model import PRESETS, BertConfig, BertForPreTraining
+from bertkit.outputs import check_output_dir, content_hash, open_run
 from bertkit.tasks.pretrain import PretrainTask, freeze_nsp
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train import distributed
@@ -88,7 +89,10 @@ class PretrainConfig:
     dev: str | None = option(None, "held-out pretraining data directory (default: the end of --data)")
     eval_instances: int = option(1000, "instances evaluated every --train.eval-every steps: the last N of --data, "
                                  "excluded from training, or the first N of --dev; 0: no evaluation", at_least=0)
-    resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint")
+    resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint (refused when the model, "
+                          "vocab or data differ from the run's)")
+    overwrite: bool = option(False, "replace what OUTPUT holds (nothing is removed before the options, model and "
+                             "data are checked)")
     device: str | None = option(None, "cpu or cuda (default: cuda when available; under torchrun cuda:LOCAL_RANK)")
 
 
@@ -206,6 +210,10 @@ def _pretrain(cfg: PretrainConfig, info: distributed.Dist) -> dict:
     if cfg.train.data is not None:
         raise BertkitError(f"pretraining reads --data DIR; --train {cfg.train.data} is for finetune")
     PretrainingData(cfg.data)  # a missing or broken data directory fails before a model is loaded
+    out = Path(cfg.output)
+    inputs = [cfg.data, cfg.dev, resolve_model(cfg.model) if cfg.model else None, cfg.vocab if cfg.vocab and
+              Path(cfg.vocab).exists() else None]
+    check_output_dir(out, inputs, cfg.overwrite, cfg.resume)
     model, tokenizer = build_model(cfg)
     config = model.bert.config
     data = PretrainingData(cfg.data, vocab_size=config.vocab_size)
@@ -220,9 +228,11 @@ def _pretrain(cfg: PretrainConfig, info: distributed.Dist) -> dict:
         log.info("%s has no sentence pairs: MLM only; the pooler and NSP head are kept as they are (%s)",
                  cfg.data, ", ".join(frozen))
     log.info("%s: %d instances for training, %d held out", data, len(train_indices), len(dev_features))
-    out = Path(cfg.output)
+    job = {"model": cfg.model, "model_size": cfg.model_size, "vocab": cfg.vocab, "config": config.to_dict(),
+           "data": content_hash(cfg.data), "dev": content_hash(cfg.dev) if cfg.dev else None,
+           "eval_instances": cfg.eval_instances, "seed": cfg.train.seed}
+    open_run(out, job, cfg.overwrite, cfg.resume, info.is_main)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "pretrain.yaml")
     device = distributed.device_for(cfg.device, info)
     trainer = Trainer(model, task, cfg.train, out, save_best=lambda trained, metrics: None,

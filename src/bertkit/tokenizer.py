@@ -24,6 +24,7 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, process
 from tokenizers.models import WordPiece
 
 from bertkit.errors import BertkitError, suggest
+from bertkit.outputs import atomic_write_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
@@ -247,9 +248,9 @@ class BertTokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         tokens = sorted(self.vocab, key=self.vocab.__getitem__)
         assert [self.vocab[t] for t in tokens] == list(range(len(tokens))), "vocab ids must be 0..n-1"
-        (directory / "vocab.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+        atomic_write_text(directory / "vocab.txt", "".join(t + "\n" for t in tokens))
         config = {"do_lower_case": self.lowercase, "tokenizer_class": "BertTokenizer"}
-        (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
 
 
 def _config_lowercase(path: Path) -> bool | None:

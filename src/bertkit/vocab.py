@@ -22,6 +22,7 @@ from typing import Iterable, Iterator
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
 
+from bertkit.outputs import atomic_write_text
 from bertkit.data.corpus import BadLines
 from bertkit.errors import BertkitError
 from bertkit.tokenizer import SPECIAL_TOKENS, BertTokenizer
@@ -96,5 +97,5 @@ def write_vocab(tokens: list[str], path: str | Path, lowercase: bool) -> Path:
         tokenizer.save(path.parent)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+        atomic_write_text(path, "".join(t + "\n" for t in tokens))
     return path

@@ -4,13 +4,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from bertkit.config import option, parse_args, required
 from bertkit.encode import POOLINGS, Encoder
 from bertkit.errors import BertkitError
+from bertkit.outputs import atomic_path, check_output_file
 from bertkit.encode.encoder import BACKENDS
 
 log = logging.getLogger("bertkit")
@@ -34,6 +34,7 @@ class EncodeConfig:
                                 "the model here, e.g. http://127.0.0.1:8000")
     backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
                           choices=BACKENDS)
+    overwrite: bool = option(False, "replace --output when it already exists")
 
 
 def _encode_remote(cfg: EncodeConfig, texts: list[str]) -> tuple[np.ndarray, str]:
@@ -57,7 +58,9 @@ def main(argv: list[str]) -> int:
                            "`bertkit serve` (not both)")
     if cfg.server is not None and (cfg.max_length is not None or cfg.backend != "torch"):
         raise BertkitError("--max-length and --backend are the server's settings; drop them when using --server")
-    texts = read_texts(resolve_data(cfg.input), allow_empty=cfg.allow_empty)
+    source = resolve_data(cfg.input)
+    out = check_output_file(cfg.output, [source], cfg.overwrite)
+    texts = read_texts(source, allow_empty=cfg.allow_empty)
     start = time.perf_counter()
     if cfg.server is not None:
         vectors, how = _encode_remote(cfg, texts)
@@ -68,11 +71,8 @@ def main(argv: list[str]) -> int:
         vectors = encoder.encode(texts, progress=True)
         how = f"pooling {encoder.pooling}, layer {encoder.layer}, normalize {encoder.normalize}"
     seconds = time.perf_counter() - start
-    out = Path(cfg.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npy")
-    np.save(tmp, vectors)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        np.save(tmp, vectors)
     log.info("%d texts -> %s %s (%s), %.1f texts/s", len(texts), out, list(vectors.shape), how,
              len(texts) / max(seconds, 1e-9))
     return 0

@@ -6,9 +6,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertkit.checkpoint import atomic_write_text
 from bertkit.config import option, parse_args, required
+from bertkit.fetch import resolve_data
 from bertkit.finetune import evaluate_dir
+from bertkit.outputs import atomic_write_text, check_output_file
 
 
 @dataclass
@@ -20,17 +21,22 @@ class EvaluateConfig:
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
                           choices=("torch", "onnx", "onnx-int8"))
+    overwrite: bool = option(False, "replace --output when it already exists (the default file in MODEL, "
+                             "this evaluation's own, is always replaced)")
 
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(EvaluateConfig, argv, prog="bertkit evaluate")
+    out = None
+    if cfg.output:
+        out = check_output_file(cfg.output, [resolve_data(cfg.data, "dev")], cfg.overwrite)
+    elif Path(cfg.model).is_dir():  # a fetched name: do not write into the cache
+        out = check_output_file(Path(cfg.model) / f"eval-{_stem(cfg.data)}.json", overwrite=True)
     metrics = evaluate_dir(cfg.model, cfg.data, cfg.batch_size, cfg.device, cfg.backend)
     text = json.dumps(metrics, indent=2)
     print(text)
-    out = Path(cfg.output) if cfg.output else Path(cfg.model) / f"eval-{_stem(cfg.data)}.json"
-    if not cfg.output and not Path(cfg.model).is_dir():  # a fetched name: do not write into the cache
+    if out is None:
         return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text + "\n")
     print(f"metrics -> {out}", file=sys.stderr)
     return 0

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from bertkit.config import option, parse_args, required
 from bertkit.export import FORMATS, QUANTIZE, export_dir
+from bertkit.fetch import resolve_data, resolve_model
+from bertkit.outputs import check_output_dir, replaced_dir
 
 
 @dataclass
@@ -18,12 +20,18 @@ class ExportConfig:
     dev: str | None = option(None, "fine-tuned models: dev data; with --quantize int8 the task metric is "
                              "compared before and after, and a drop over --max-drop stops the export")
     max_drop: float = option(1.0, "largest allowed drop of the dev metric, in points (0.01 accuracy/F1; "
-                             "1.0 for QA's 0-100 F1)", at_least=0)
+                             "1.0 for QA's 0-100 F1; negative: int8 must improve it)")
     force: bool = option(False, "write model.int8.onnx even when the dev metric drops too much")
+    overwrite: bool = option(False, "replace --output when it already holds files (swapped in only once the "
+                             "new export has passed its checks)")
 
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(ExportConfig, argv, prog="bertkit export")
-    report = export_dir(cfg.model, cfg.output, cfg.format, cfg.quantize, cfg.dev, cfg.force, cfg.max_drop)
+    model_dir = resolve_model(cfg.model)
+    out = check_output_dir(cfg.output, [model_dir] + ([resolve_data(cfg.dev, "dev")] if cfg.dev else []),
+                           cfg.overwrite)
+    with replaced_dir(out) as tmp:  # a failed or refused export leaves --output as it was
+        report = export_dir(model_dir, tmp, cfg.format, cfg.quantize, cfg.dev, cfg.force, cfg.max_drop)
     print(json.dumps(report, indent=2))
     return 0

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
-from bertkit.checkpoint import atomic_write_text
 from bertkit.config import option, parse_args, required
+from bertkit.fetch import resolve_data
 from bertkit.finetune import predict_file
+from bertkit.outputs import atomic_write_text, check_output_file
 
 
 @dataclass
@@ -19,13 +19,13 @@ class PredictConfig:
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
                           choices=("torch", "onnx", "onnx-int8"))
+    overwrite: bool = option(False, "replace --output when it already exists")
 
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(PredictConfig, argv, prog="bertkit predict")
+    out = check_output_file(cfg.output, [resolve_data(cfg.input, "test")], cfg.overwrite)
     rows = predict_file(cfg.model, cfg.input, cfg.batch_size, cfg.device, cfg.backend)
-    out = Path(cfg.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print(f"{len(rows)} predictions -> {out}")
     return 0

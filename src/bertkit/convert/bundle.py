@@ -23,6 +23,7 @@ import google_crc32c
 import numpy as np
 
 from bertkit.errors import BertkitError
+from bertkit.outputs import atomic_write_bytes
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48  # two block handles (varints, padded to 40 bytes) + the magic number
@@ -269,7 +270,4 @@ def write_bundle(tensors: dict[str, np.ndarray], prefix: str | Path) -> Path:
     return prefix
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+_atomic_write = atomic_write_bytes

@@ -25,6 +25,7 @@ from bertkit.data.collate import collate
 from bertkit.errors import BertkitError
 from bertkit.export import BUILT_IN
 from bertkit.model import BertConfig, BertModel
+from bertkit.outputs import atomic_path
 from bertkit.tokenizer import BertTokenizer
 
 log = logging.getLogger("bertkit")
@@ -62,10 +63,9 @@ def tf_to_hf(checkpoint: str | Path, output: str | Path, config_file: str | Path
     if "classifier.weight" in hf_state:
         meta["id2label"] = {str(i): f"LABEL_{i}" for i in range(hf_state["classifier.weight"].shape[0])}
     atomic_write_text(out / "config.json", json.dumps({**config.to_dict(), **meta}, indent=2) + "\n")
-    tmp = out / ".model.safetensors.tmp"
-    save_file({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in hf_state.items()},
-              str(tmp), metadata={"format": "pt"})
-    tmp.replace(out / "model.safetensors")
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in hf_state.items()},
+                  str(tmp), metadata={"format": "pt"})
     shutil.copyfile(vocab_file, out / "vocab.txt")
     report = {"from": str(prefix), "to": str(out), "tensors": len(hf_state),
               "skipped_training_state": len(skipped), "not_converted": unknown}

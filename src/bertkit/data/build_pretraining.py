@@ -31,6 +31,7 @@ from bertkit.data.instances import Instance, nsp_instances, packed_instances
 from bertkit.data.masking import WHOLE_WORD_MODES, continuation_table, jieba_starts, mask_tokens, wordpiece_starts
 from bertkit.data.pretraining import FORMAT, FORMAT_VERSION, INDEX, PretrainingData, shard_file
 from bertkit.errors import BertkitError
+from bertkit.outputs import atomic_write_text, check_output_dir
 from bertkit.tokenizer import SPECIAL_TOKENS, BertTokenizer
 
 log = logging.getLogger("bertkit")
@@ -179,10 +180,9 @@ def describe(stats: dict) -> str:
 def _prepare_output(out: Path, overwrite: bool) -> Path:
     """An empty directory to write to; with `overwrite`, a previous (or unfinished) build's files are
     removed first, and nothing else ever is."""
-    if out.exists() and not out.is_dir():
-        raise BertkitError(f"--output {out} is a file; give a directory")
+    check_output_dir(out, overwrite=True)  # a file, an unwritable place; the rest is checked below
     entries = list(out.iterdir()) if out.is_dir() else []
-    ours = [p for p in entries if p.name in (INDEX, f".{INDEX}.tmp") or p.match("shard-*.npy")]
+    ours = [p for p in entries if p.name == INDEX or p.match("shard-*.npy") or p.match(f".{INDEX}.tmp-*")]
     if len(ours) < len(entries):
         raise BertkitError(f"--output {out} holds files that are not pretraining data; give a new or empty "
                            "directory")
@@ -357,6 +357,4 @@ def _dynamic_masked_fraction(data: PretrainingData, sample: int = 2000) -> float
 
 def _write_index(out: Path, index: dict) -> None:
     """index.json last and atomically: its presence means the shards it lists are complete."""
-    tmp = out / f".{INDEX}.tmp"
-    tmp.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / INDEX)
+    atomic_write_text(out / INDEX, json.dumps(index, indent=2, ensure_ascii=False) + "\n")

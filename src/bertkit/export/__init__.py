@@ -19,6 +19,7 @@ from bertkit.errors import BertkitError
 from bertkit.export.onnx import OnnxModel, export_onnx, parity
 from bertkit.export.quantize import check_drop, quantize_int8
 from bertkit.model import BertModel
+from bertkit.outputs import atomic_path
 from bertkit.tokenizer import BertTokenizer
 
 log = logging.getLogger("bertkit")
@@ -127,15 +128,14 @@ def export_dir(model: str | Path, output: str | Path, fmt: str = "onnx", quantiz
              report["fp32"]["max_abs_diff"], report["fp32"]["worst_cosine"])
     if quantize == "int8":
         int8_path = out / "model.int8.onnx"
-        tmp = out / ".model.int8.onnx.tmp"
-        quantize_int8(out / "model.onnx", tmp)
-        report["int8"] = parity(torch_model, OnnxModel(tmp, spin=False), batches)
-        log.info("model.int8.onnx vs PyTorch: max abs diff %.2e, worst cosine %.6f",
-                 report["int8"]["max_abs_diff"], report["int8"]["worst_cosine"])
-        if dev is not None:
-            report["gate"] = _gate(task, torch_model, OnnxModel(tmp, spin=False), tokenizer, max_length, dev, force,
-                                   max_drop)
-        tmp.replace(int8_path)
+        with atomic_path(int8_path) as tmp:  # kept only when it passes the gate
+            quantize_int8(out / "model.onnx", tmp)
+            report["int8"] = parity(torch_model, OnnxModel(tmp, spin=False), batches)
+            log.info("model.int8.onnx vs PyTorch: max abs diff %.2e, worst cosine %.6f",
+                     report["int8"]["max_abs_diff"], report["int8"]["worst_cosine"])
+            if dev is not None:
+                report["gate"] = _gate(task, torch_model, OnnxModel(tmp, spin=False), tokenizer, max_length, dev,
+                                       force, max_drop)
     atomic_write_text(out / "export.json", json.dumps(report, indent=2) + "\n")
     return report
 

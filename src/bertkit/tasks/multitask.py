@@ -51,6 +51,10 @@ class MultiTask:
         self.tasks, self.names = dict(tasks), list(tasks)
         self.sampling, self.temperature = sampling, temperature
 
+    def state(self) -> dict:
+        return {"task": self.name, "tasks": {name: t.state() for name, t in self.tasks.items()},
+                "sampling": self.sampling, "temperature": self.temperature}
+
     # Examples are the tasks' own, tagged with the task's index.
     def tag(self, name: str, examples: list[dict]) -> list[dict]:
         index = self.names.index(name)

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from bertkit.config import option
 from bertkit.data.collate import collate, length_grouped_batches, sorted_batches
 from bertkit.errors import BertkitError
+from bertkit.outputs import atomic_path
 from bertkit.train import distributed
 from bertkit.train.optim import OPTIMIZERS, build_optimizer, linear_schedule
 
@@ -333,15 +334,14 @@ class Trainer:
         if not self.dist.is_main:
             return
         self.state_path.parent.mkdir(exist_ok=True)
-        tmp = self.state_path.with_name(".state.pt.tmp")
         state = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "rng": rngs[0], "position": dict(pos)}
         if self.scaler.is_enabled():
             state["scaler"] = self.scaler.state_dict()
         if len(rngs) > 1:
             state["rank_rng"] = rngs
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_path)
+        with atomic_path(self.state_path) as tmp:
+            torch.save(state, tmp)
 
     def _restore_rng(self, state: dict, step: int) -> None:
         rank, world = self.dist.rank, self.dist.world_size

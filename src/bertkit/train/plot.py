@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bertkit.outputs import atomic_path
+
 
 def plot_metrics(jsonl: Path, png: Path, metric: str) -> None:
     if not Path(jsonl).is_file():
@@ -27,7 +29,6 @@ def plot_metrics(jsonl: Path, png: Path, metric: str) -> None:
         ax2.set_ylabel(f"dev {metric}", color="tab:orange")
     ax.set_title("bertkit training")
     fig.tight_layout()
-    tmp = Path(png).with_name(f".{Path(png).name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(png)
