@@ -10,10 +10,12 @@ import hashlib
 import io
 import json
 import random
+import subprocess
 import tarfile
 import zipfile
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -41,6 +43,7 @@ from bertkit.fetch import (
     archive_matches,
     cached_path,
     check_sha256,
+    download as real_download,
     extract,
     resolve_data,
     resolve_model,
@@ -358,6 +361,109 @@ def test_cli_prints_paths_on_stdout_and_progress_on_stderr(home, toy, capsys):
         fetch_main(["wnut17"])
     with pytest.raises(SystemExit):
         fetch_main([])
+
+
+# --- Damaged archives: a kept one is downloaded again, a fresh one stops with its path ------------
+
+
+def _wheel_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+GOOD_WHEEL = _wheel_bytes({"toy/lines.txt": b"one\ntwo\n"})
+DAMAGED = {
+    "truncated": GOOD_WHEEL[: len(GOOD_WHEEL) // 2],
+    "garbage": b"<html>503 Service Unavailable</html>",
+    "empty": b"",
+    "changed": _wheel_bytes({"toy/lines.txt": b"one\nTWO\n"}),  # readable, fails the sha256
+    "relaid": _wheel_bytes({"toy/other.txt": b"one\ntwo\n"}),  # readable, lacks the pinned file
+}
+REASONS = {"truncated": "unreadable", "garbage": "unreadable", "empty": "unreadable",
+           "changed": "sha256 mismatch for lines.txt", "relaid": "no toy/lines.txt"}
+
+
+@pytest.fixture
+def pip(toy, monkeypatch):
+    """The real `download` (and its cache of archives) over a fake `pip download` that writes the
+    next archive of `pip.serve` (GOOD_WHEEL when empty) into --dest; `pip.runs` counts the calls."""
+    pip = SimpleNamespace(serve=[], runs=0)
+
+    def run(command, **kwargs):
+        pip.runs += 1
+        dest = Path(command[command.index("--dest") + 1])
+        (dest / "toy-1.0-py3-none-any.whl").write_bytes(pip.serve.pop(0) if pip.serve else GOOD_WHEEL)
+        return subprocess.CompletedProcess(command, 0, stdout="")
+
+    monkeypatch.setattr(fetch_module, "download", real_download)
+    monkeypatch.setattr(fetch_module, "subprocess", SimpleNamespace(run=run, PIPE=subprocess.PIPE,
+                                                                    STDOUT=subprocess.STDOUT))
+    return pip
+
+
+@pytest.mark.parametrize("damage", DAMAGED)
+def test_a_damaged_kept_archive_is_deleted_and_downloaded_again(home, pip, toy, damage, capsys):
+    kept = home / "_downloads" / "toy-1.0-py3-none-any.whl"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(DAMAGED[damage])
+    assert fetch_module.fetch("toy") == home / "toy"
+    assert (home / "toy" / "train.txt").read_bytes() == b"one\ntwo\n" and len(toy) == 1
+    assert kept.read_bytes() == GOOD_WHEEL and pip.runs == 1
+    assert f"toy: {kept} is unusable ({REASONS[damage]}" in capsys.readouterr().err
+    fetch_module.fetch("toy", force=True)
+    assert pip.runs == 1  # a good kept archive is used as it is
+
+
+@pytest.mark.parametrize("damage", DAMAGED)
+def test_a_damaged_fresh_download_stops_with_one_line_naming_the_archive(home, pip, toy, damage, capsys):
+    from bertkit.cli.main import main
+
+    pip.serve.append(DAMAGED[damage])
+    assert main(["fetch", "toy"]) == 2
+    kept = home / "_downloads" / "toy-1.0-py3-none-any.whl"
+    lines = capsys.readouterr().err.splitlines()
+    assert [line for line in lines if "error" in line] == [lines[-1]]
+    err = lines[-1]
+    assert err.startswith("bertkit fetch: error: ") and str(kept) in err
+    assert pip.runs == 1 and toy == [] and cached_path("toy") is None
+    if damage == "relaid":
+        assert "has no toy/lines.txt" in err and "update the pinned paths in src/bertkit/catalog.py" in err
+    else:
+        assert f"delete {kept} and rerun `bertkit fetch`" in err
+    assert main(["fetch", "toy"]) == 0  # as the message says: the rerun downloads it again
+    assert cached_path("toy") == home / "toy" and pip.runs == 2
+
+
+def test_a_failed_pip_download_is_one_line_after_pips_own_output(home, pip, monkeypatch, capsys):
+    from bertkit.cli.main import main
+
+    said = "Looking in links: /x\nERROR: Could not find a version\nERROR: No matching distribution found for toy==1.0\n"
+    monkeypatch.setattr(fetch_module.subprocess, "run",
+                        lambda command, **kwargs: subprocess.CompletedProcess(command, 1, stdout=said))
+    assert main(["fetch", "toy"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == ("bertkit fetch: error: `pip download toy==1.0` failed (exit 1: ERROR: No matching "
+                       "distribution found for toy==1.0); check that pip can reach the package index (pip "
+                       f"config list, PIP_INDEX_URL), or put the package's archive into {home / '_downloads'} "
+                       "by hand")
+    assert "ERROR: Could not find a version" in err[:-1]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_tar_inside_an_sdist_names_the_outer_archive(tmp_path, damage):
+    inner = _tar_bytes({"inner/b.txt": b"b\n"})
+    inner = inner[: len(inner) // 2] if damage == "truncated" else b"\x1f\x8b garbage"
+    sdist = tmp_path / "toy-1.0.tar.gz"
+    sdist.write_bytes(_tar_bytes({"toy-1.0/res/inner.tar.gz": inner}))
+    member = Member("toy-1.0/res/inner.tar.gz", _sha(b"b\n"), inner="inner/b.txt")
+    with pytest.raises(fetch_module.BadArchive) as error:
+        extract(sdist, {"b.txt": member}, tmp_path / "x", Package("toy", "1.0", sdist=True))
+    message = str(error.value)
+    assert message.startswith(f"{sdist} -> toy-1.0/res/inner.tar.gz: not a readable zip or tar archive")
+    assert f"delete {sdist} and rerun" in message and "\n" not in message
 
 
 # --- resolve_model / resolve_data ----------------------------------------------------------------

