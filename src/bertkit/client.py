@@ -4,11 +4,14 @@
     vectors = Client("http://127.0.0.1:8000").encode(["a sentence", "another"])   # float32 [2, H]
 
 Server errors raise `BertkitError` with the server's message; 503 (busy) is retried, honouring the
-server's Retry-After, at most `retries` times.
+server's Retry-After, at most `retries` times. A server started with `--api-key` needs the same key:
+`Client(url, api_key=KEY)`, or the BERTKIT_API_KEY environment variable (so `bertkit encode --server`
+works too).
 """
 from __future__ import annotations
 
 import base64
+import os
 import time
 
 import httpx
@@ -19,10 +22,12 @@ from bertkit.errors import BertkitError
 
 class Client:
     def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 60.0, retries: int = 3,
-                 max_retry_wait: float = 30.0):
+                 max_retry_wait: float = 30.0, api_key: str | None = None):
         self.url = url.rstrip("/")
         self.retries, self.max_retry_wait = retries, max_retry_wait
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        api_key = api_key or os.environ.get("BERTKIT_API_KEY")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -45,8 +50,8 @@ class Client:
                 continue
             if r.status_code >= 400:
                 try:
-                    message = r.json().get("error") or r.json().get("detail") or r.text
-                except ValueError:
+                    message = r.json().get("error") or r.text
+                except (ValueError, AttributeError):  # not JSON, or not an object
                     message = r.text
                 raise BertkitError(f"{method} {self.url}{path} -> {r.status_code}: {message}")
             return r.json() if path != "/metrics" else r.text

@@ -7,9 +7,10 @@ Docs at http://HOST:PORT/docs; see bertkit.encode.server for the endpoints.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
-from bertkit.config import option, parse_args
+from bertkit.config import help_text, option, parse_args
 from bertkit.errors import BertkitError
 
 log = logging.getLogger("bertkit")
@@ -36,6 +37,25 @@ class ServeConfig:
     max_chars: int = option(20_000, "most characters in one text", at_least=1)
     batch_size: int = option(32, "texts per forward pass inside a batch (sorted by length)", at_least=1)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
+    max_body_mb: float | None = option(None, "largest request body in MB, answered 413 before it is parsed "
+                                       "(default: room for --max-texts texts of --max-chars 4-byte characters, "
+                                       "plus 1 MB)", above=0)
+    body_timeout_s: float = option(30.0, "seconds a client has to send its whole request body (then 408 and "
+                                   "the connection closed)", above=0)
+    api_key: str | None = option(None, "clients must send `Authorization: Bearer KEY` (401 otherwise); or set "
+                                 "the BERTKIT_API_KEY environment variable, which `ps` does not show")
+    cors_origin: list[str] = option([], "a web origin (e.g. https://app.example.com) whose pages may call the "
+                                    "server from the browser (repeat the flag for several)")
+
+
+SECURITY = """
+Security: the server listens on 127.0.0.1 (this machine only) unless --host says otherwise. Without
+--api-key (or BERTKIT_API_KEY) anyone who can reach the port can use it; with a key, every request
+must carry `Authorization: Bearer KEY` (else 401), except GET /health (a load balancer's check),
+GET / (the page asks for the key) and /docs with /openapi.json (the API's description, no data).
+Browsers may call it from other sites' pages only for the --cors-origin origins. The server speaks
+plain HTTP: to expose it beyond this machine, put it behind a TLS proxy. Request bodies are capped
+(--max-body-mb, 413) and must arrive within --body-timeout-s (408)."""
 
 
 def _join_repeated(argv: list[str], flag: str) -> list[str]:
@@ -69,7 +89,7 @@ def parse_tasks(specs: list[str]) -> dict[str, str]:
 
 def build_app(cfg: ServeConfig):
     from bertkit.encode import Encoder
-    from bertkit.encode.server import Limits, PredictEngine, create_app
+    from bertkit.encode.server import Access, Limits, PredictEngine, create_app
     from bertkit.finetune import load_finetuned
 
     tasks = parse_tasks(cfg.task)
@@ -80,18 +100,30 @@ def build_app(cfg: ServeConfig):
     predictors = {name: PredictEngine(*load_finetuned(path, cfg.device, cfg.backend), batch_size=cfg.batch_size)
                   for name, path in tasks.items()}
     limits = Limits(max_batch=cfg.max_batch, max_batch_tokens=cfg.max_batch_tokens, max_wait_ms=cfg.max_wait_ms,
-                    max_queue=cfg.max_queue, max_texts=cfg.max_texts, max_chars=cfg.max_chars)
+                    max_queue=cfg.max_queue, max_texts=cfg.max_texts, max_chars=cfg.max_chars,
+                    max_body_mb=cfg.max_body_mb, body_timeout_s=cfg.body_timeout_s)
     for name in ("max_batch", "max_queue", "max_texts", "max_chars"):
         if getattr(cfg, name) < 1:
             raise BertkitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    return create_app(encoder, predictors, limits)
+    for origin in cfg.cors_origin:
+        if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+            raise BertkitError(f"--cors-origin {origin!r}: give an origin, scheme and host (and port) without a "
+                               "path, e.g. --cors-origin https://app.example.com")
+    api_key = cfg.api_key or os.environ.get("BERTKIT_API_KEY") or None
+    access = Access(api_key=api_key, cors_origins=tuple(cfg.cors_origin))
+    return create_app(encoder, predictors, limits, access=access)
 
 
 def main(argv: list[str]) -> int:
     import uvicorn
 
-    cfg = parse_args(ServeConfig, _join_repeated(argv, "--task"), prog="bertkit serve")
+    if "-h" in argv or "--help" in argv:
+        print(help_text(ServeConfig, "bertkit serve") + "\n" + SECURITY)
+        return 0
+    argv = _join_repeated(_join_repeated(argv, "--task"), "--cors-origin")
+    cfg = parse_args(ServeConfig, argv, prog="bertkit serve")
     app = build_app(cfg)
-    log.info("serving on http://%s:%d (docs at /docs)", cfg.host, cfg.port)
+    log.info("serving on http://%s:%d (docs at /docs)%s", cfg.host, cfg.port,
+             "; requests need the API key" if app.state.access.api_key else "")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=30)
     return 0

@@ -1,28 +1,40 @@
 """`bertkit serve`: sentence vectors, similarity and fine-tuned predictions over HTTP (FastAPI).
 
-Endpoints: GET / (a small web page over the API, page.html), POST /encode, POST /similarity, POST /predict/{task}, GET /health, GET /metrics, and
-FastAPI's /docs. Every model sits behind a `Batcher` (see batcher.py), so concurrent requests share
-forward passes. Errors are JSON `{"error": "..."}` saying what to send instead; only a model failure
-(500) and a full queue (503, with Retry-After) are 5xx.
+Endpoints: GET / (a small web page over the API, page.html), POST /encode, POST /similarity,
+POST /predict/{task}, GET /health, GET /metrics, and /docs (Swagger UI, served from the installed
+swagger-ui-bundle package: no CDN). Every model sits behind a `Batcher` (see batcher.py), so concurrent
+requests share forward passes and big requests take turns with small ones. Every error is JSON
+`{"error": "..."}` saying what to send instead; only a model failure (500) and a full queue (503, with
+Retry-After) are 5xx.
+
+Around the app, outermost first: CountRequests (metrics), CORS (only with --cors-origin), RequireKey
+(only with --api-key), ReadBody (size cap, read timeout, JSON whatever the Content-Type).
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
-from importlib import resources
+import json
 import logging
 import re
+import secrets
 import time
 from dataclasses import dataclass
+from importlib import resources
 from typing import Literal
 
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.staticfiles import StaticFiles
 
 from bertkit.encode.batcher import Batcher, Metrics, QueueFull
 from bertkit.data.collate import sorted_batches
@@ -41,6 +53,22 @@ class Limits:
     max_texts: int = 256
     max_chars: int = 20_000
     retry_after_s: int = 1
+    max_body_mb: float | None = None  # None: max_texts texts of max_chars 4-byte characters, plus 1 MB
+    body_timeout_s: float = 30.0  # a body not fully received by then is answered 408
+
+    @property
+    def max_body_bytes(self) -> int:
+        if self.max_body_mb is not None:
+            return int(self.max_body_mb * 1_000_000)
+        return self.max_texts * self.max_chars * 4 + 1_000_000
+
+
+@dataclass
+class Access:
+    """Who may call the server: with `api_key`, every request but OPEN_PATHS must carry
+    `Authorization: Bearer KEY`; browsers on `cors_origins` may call it from their pages."""
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
 
 
 class ApiError(Exception):
@@ -238,16 +266,134 @@ class CountRequests:
             self.metrics.request(endpoint, status, time.perf_counter() - start)
 
 
+async def answer(send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    """A JSON error `{"error": message}` straight from ASGI middleware."""
+    body = json.dumps({"error": message}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ReadBody:
+    """Reads each request's whole body before the app sees it, so that
+    - a body over `max_bytes` is answered 413 before any of it is parsed (at once when its
+      Content-Length says so, else as soon as that many bytes have come);
+    - a body not fully received within `timeout_s` (a stalled or trickling client) is answered 408;
+    - both close the connection, which the client may still be writing to;
+    - the JSON endpoints read the body as JSON whatever its Content-Type says (`curl -d` sends
+      application/x-www-form-urlencoded, which FastAPI would hand over as raw bytes)."""
+
+    def __init__(self, app, max_bytes: int, timeout_s: float):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        close = {"Connection": "close"}
+        too_big = (f"the request body is over {self.max_bytes:,} bytes, this server's limit (--max-body-mb); "
+                   "send fewer or shorter texts per request")
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await answer(send, 413, too_big, close)
+        try:
+            body = await asyncio.wait_for(self._read(receive), self.timeout_s)
+        except asyncio.TimeoutError:
+            return await answer(send, 408, f"the request body did not arrive within {self.timeout_s:g} s; "
+                                           "send the whole body at once", close)
+        if body is None:  # the client went away
+            return
+        if len(body) > self.max_bytes:
+            return await answer(send, 413, too_big, close)
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return await answer(send, 400, f"the body is not UTF-8 text (byte {e.start}); send JSON in UTF-8")
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+        if body:
+            headers.append((b"content-type", b"application/json"))
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:  # later calls: wait for the client's disconnect, as the app expects
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app({**scope, "headers": headers}, replay, send)
+
+    async def _read(self, receive) -> bytes | None:
+        """The body, or None if the client disconnected; stops reading past max_bytes."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes or not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+OPEN_PATHS = ("/health", "/", "/docs", "/openapi.json")  # and the docs' files under /docs/
+
+
+class RequireKey:
+    """With an API key: 401 for every request outside OPEN_PATHS that lacks `Authorization: Bearer KEY`,
+    checked before the body is read."""
+
+    def __init__(self, app, api_key: str):
+        self.app, self.key = app, api_key.encode()
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith("/docs/"):
+            return await self.app(scope, receive, send)
+        scheme, _, key = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"bearer" and secrets.compare_digest(key.strip(), self.key):
+            return await self.app(scope, receive, send)
+        said = "a wrong API key" if key else "no API key"
+        await answer(send, 401, f"this server needs an API key and the request has {said}: send the header "
+                                "`Authorization: Bearer KEY` with the key given to `bertkit serve --api-key`",
+                     {"WWW-Authenticate": "Bearer"})
+
+
+class Cors(CORSMiddleware):
+    """Starlette's CORS middleware; a refused preflight says why in the server's error shape."""
+
+    def preflight_response(self, request_headers):
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
+        origins = ", ".join(self.allow_origins) or "none"
+        return JSONResponse({"error": f"{response.body.decode()} (origin {request_headers.get('origin')!r}); "
+                                      f"this server allows the origins {origins} (--cors-origin), the methods "
+                                      "GET and POST and the headers Authorization and Content-Type"},
+                            status_code=400, headers=headers)
+
+
+def swagger_files() -> str | None:
+    """The folder of Swagger UI's JS and CSS in the installed swagger-ui-bundle package, or None."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    return str(swagger_ui_path)
+
+
 # --- The app ------------------------------------------------------------------------------------------
 
 def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | None = None,
-               limits: Limits | None = None, encode_engine=None) -> FastAPI:
+               limits: Limits | None = None, encode_engine=None, access: Access | None = None) -> FastAPI:
     """The FastAPI app; `encode_engine` replaces the engine built from `encoder` (tests use slow stubs)."""
-    limits = limits or Limits()
+    limits, access = limits or Limits(), access or Access()
     predictors = predictors or {}
     metrics = Metrics()
     engine = encode_engine or (EncodeEngine(encoder) if encoder is not None else None)
     batchers = {}
+
     def batcher(run, name):
         return Batcher(run, limits.max_batch, limits.max_wait_ms, limits.max_queue, metrics, name,
                        limits.max_batch_tokens)
@@ -267,9 +413,16 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
             await b.stop()
 
     app = FastAPI(title="bertkit", description="BERT sentence vectors and fine-tuned predictions",
-                  lifespan=lifespan)
-    app.state.metrics, app.state.batchers, app.state.limits = metrics, batchers, limits
+                  lifespan=lifespan, docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
+    app.state.metrics, app.state.batchers, app.state.limits, app.state.access = metrics, batchers, limits, access
 
+    # add_middleware wraps what is there: the last added runs first
+    app.add_middleware(ReadBody, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
+    if access.api_key:
+        app.add_middleware(RequireKey, api_key=access.api_key)
+    if access.cors_origins:
+        app.add_middleware(Cors, allow_origins=list(access.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
     app.add_middleware(CountRequests, metrics=metrics)
 
     @app.exception_handler(ApiError)
@@ -282,6 +435,21 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}"}, status_code=500)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException):  # the router's 404 and 405, a body it cannot parse
+        path, method = request.url.path, request.method
+        if e.status_code == 404:
+            message = (f"there is no {path}: the endpoints are POST /encode, /similarity, /predict/TASK and "
+                       "GET /, /health, /metrics, /docs")
+        elif e.status_code == 405:
+            allowed = (e.headers or {}).get("Allow", "another method")
+            message = f"{path} does not take {method}: use {allowed}"
+            if _usage(path):
+                message += f" with a JSON body like {_usage(path)}"
+        else:
+            message = f"{e.detail}; send {_usage(path)}" if _usage(path) else str(e.detail)
+        return JSONResponse({"error": message}, status_code=e.status_code, headers=e.headers)
+
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, e: RequestValidationError):
         problems = []
@@ -290,7 +458,7 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
             if err.get("type") == "json_invalid":
                 problems.append("the body is not valid JSON")
             elif where == "body":
-                problems.append("the body must be a JSON object (with Content-Type: application/json)")
+                problems.append("the body must be a JSON object")
             elif err.get("type") == "extra_forbidden":
                 problems.append(f"unknown field `{where}`")
             else:
@@ -397,10 +565,36 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
     async def page():
         return HTMLResponse((resources.files("bertkit.encode") / "page.html").read_text(encoding="utf-8"))
 
+    swagger = swagger_files()
+    if swagger is not None:
+        app.mount("/docs/static", StaticFiles(directory=swagger), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        if swagger is None:
+            raise ApiError(404, "the API docs need the swagger-ui-bundle package: pip install 'bertkit[serve]'")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="bertkit API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
+
+    def openapi() -> dict:
+        """FastAPI's schema, with the bearer key for Swagger's Authorize button when one is needed."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            if access.api_key:
+                schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+                schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
     @app.get("/health")
     async def health():
         info = {"status": "ok", "tasks": {n: p.task.name for n, p in predictors.items()},
-                "queue_depth": metrics.queue_depth()}
+                "queue_depth": metrics.queue_depth(), "api_key": bool(access.api_key)}
         if engine is not None:
             info["encoder"] = {**getattr(engine, "defaults", {}), "dim": getattr(engine, "dim", None)}
         return info
