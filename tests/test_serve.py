@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import re
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from bertkit.cli.main import main as cli
@@ -25,43 +21,10 @@ from bertkit.errors import BertkitError
 from bertkit.finetune import load_finetuned, predict_file
 
 from helpers import head_conll, run_finetune, slice_tsv
+from test_serve_http import StubEngine, serving
 
 TEXTS = ["the movie was wonderful and moving", "a dull , tedious mess", "Barack Obama visited Paris on Monday",
          "I love New York in the spring"]
-
-
-@contextlib.contextmanager
-def serving(app):
-    """Run `app` on uvicorn in a background thread on a free port; yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-
-
-class StubEngine:
-    """A fake encoder: vector [len(text), 1, 0]; sleeps `delay` per batch; fails on texts holding 'boom'."""
-    defaults = {"pooling": "cls", "layer": -1, "normalize": False}
-
-    def __init__(self, delay: float = 0.0):
-        self.delay = delay
-
-    def __call__(self, items):
-        time.sleep(self.delay)
-        if any("boom" in text for text, *_ in items):
-            raise RuntimeError("boom in the model")
-        return [np.array([len(text), 1.0, 0.0], dtype=np.float32) for text, *_ in items]
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,56 @@ sockets, as a misbehaving client sends them), one error shape for every 4xx, JSO
 Content-Type, the API key, CORS, and /docs served without any CDN."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
+import threading
+import time
 
 import httpx
+import numpy as np
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from bertkit.client import Client
 from bertkit.encode.server import Access, Limits, create_app
 from bertkit.errors import BertkitError
 
-from test_serve import StubEngine, serving
+
+@contextlib.contextmanager
+def serving(app):
+    """Run `app` on uvicorn in a background thread on a free port; yields its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+class StubEngine:
+    """A fake encoder: vector [len(text), 1, 0]; sleeps `delay` per batch; fails on texts holding 'boom'."""
+    defaults = {"pooling": "cls", "layer": -1, "normalize": False}
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+
+    def __call__(self, items):
+        time.sleep(self.delay)
+        if any("boom" in text for text, *_ in items):
+            raise RuntimeError("boom in the model")
+        return [np.array([len(text), 1.0, 0.0], dtype=np.float32) for text, *_ in items]
 
 
 def app(limits: Limits | None = None, access: Access | None = None):

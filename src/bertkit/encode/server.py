@@ -223,6 +223,17 @@ def _usage(path: str) -> str:
     return USAGE.get(key, "")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_unicode(text: str, where: str) -> None:
+    """JSON's \\ud800-style escapes can carry half a UTF-16 pair, which no tokenizer can read."""
+    bad = _SURROGATE.search(text)
+    if bad:
+        raise ApiError(400, f"{where} holds a lone UTF-16 surrogate (U+{ord(bad.group()):04X}) at character "
+                            f"{bad.start()}; send valid Unicode (escape a character outside the BMP as a pair)")
+
+
 def _check_texts(texts: list[str], limits: Limits, field: str = "texts") -> None:
     if not texts:
         raise ApiError(400, f"`{field}` is empty: send at least one text")
@@ -237,6 +248,7 @@ def _check_texts(texts: list[str], limits: Limits, field: str = "texts") -> None
                                 "(cut the text, or start the server with a larger --max-chars)")
         if not t.strip():
             raise ApiError(400, f"{field}[{i}] is empty; send non-empty texts")
+        _check_unicode(t, f"{field}[{i}]")
 
 
 class CountRequests:
@@ -559,6 +571,10 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
                 if i.get("text") is None:
                     raise ApiError(422, f'inputs[{n}] has no `text`; send {{"text": "...", "text_b": "..."}}')
             _check_texts([i["text"] for i in inputs], limits, "texts" if body.texts is not None else "inputs")
+        for n, i in enumerate(inputs):  # text_b, question, id: the fields _check_texts did not read
+            for key, value in i.items():
+                if isinstance(value, str):
+                    _check_unicode(value, f"inputs[{n}].{key}")
         return {"predictions": await run(f"predict/{task}", p.examples(inputs), request)}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
