@@ -234,3 +234,14 @@ def test_squad_json_with_half_a_surrogate_pair(tmp_path):
         {"id": "1", "question": "a", "answers": [{"text": "a", "answer_start": 2}]}]}]}]}))
     with pytest.raises(BertkitError, match="squad.json"):
         get_task("qa").read(path)
+
+
+def test_bertkit_encode_reads_a_200_kib_field(tmp_path, minilm_dir, python_csv_limit):
+    import numpy as np
+
+    from bertkit.cli.main import main
+
+    long = "a long review, " * (200 * 1024 // 15 + 1)
+    path = _write(tmp_path, "long.csv", f'text,label\n"{long}",pos\nshort,neg\n')
+    assert main(["encode", "--model", str(minilm_dir), "--input", path, "--output", str(tmp_path / "v.npy")]) == 0
+    assert np.load(tmp_path / "v.npy").shape == (2, 384)
