@@ -203,3 +203,24 @@ def test_docs_load_everything_from_the_server_itself(stub):
         assert r.status_code == 200 and len(r.content) > 500, url
     assert "SwaggerUIBundle" in stub.get("/docs/static/swagger-ui-bundle.js").text
     assert stub.get("/docs/static/nothing.js").json()["error"].startswith("there is no")
+
+
+def test_serve_cli_security_options(monkeypatch, capsys):
+    from bertkit.cli.serve import ServeConfig, _join_repeated, access_from, main
+    from bertkit.config import parse_args
+
+    argv = _join_repeated(["--cors-origin", "https://a.example", "--port", "1", "--cors-origin=http://b:8080"],
+                          "--cors-origin")
+    cfg = parse_args(ServeConfig, argv, prog="bertkit serve")
+    monkeypatch.delenv("BERTKIT_API_KEY", raising=False)
+    assert access_from(cfg) == Access(api_key=None, cors_origins=("https://a.example", "http://b:8080"))
+    monkeypatch.setenv("BERTKIT_API_KEY", "from-env")
+    assert access_from(cfg).api_key == "from-env"
+    assert access_from(ServeConfig(api_key="flag")).api_key == "flag"  # the flag wins
+    for origin in ("a.example", "https://a.example/", "https://a.example/page"):
+        with pytest.raises(BertkitError, match="give an origin, scheme and host"):
+            access_from(ServeConfig(cors_origin=[origin]))
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--api-key" in out and "--max-body-mb" in out and "Security: the server listens on 127.0.0.1" in out
+    assert ServeConfig().host == "127.0.0.1"

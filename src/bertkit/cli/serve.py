@@ -87,12 +87,25 @@ def parse_tasks(specs: list[str]) -> dict[str, str]:
     return tasks
 
 
+def access_from(cfg: ServeConfig):
+    """The API key (--api-key, else BERTKIT_API_KEY) and the CORS origins, checked."""
+    from bertkit.encode.server import Access
+
+    for origin in cfg.cors_origin:
+        if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+            raise BertkitError(f"--cors-origin {origin!r}: give an origin, scheme and host (and port) without a "
+                               "path, e.g. --cors-origin https://app.example.com")
+    return Access(api_key=cfg.api_key or os.environ.get("BERTKIT_API_KEY") or None,
+                  cors_origins=tuple(cfg.cors_origin))
+
+
 def build_app(cfg: ServeConfig):
     from bertkit.encode import Encoder
-    from bertkit.encode.server import Access, Limits, PredictEngine, create_app
+    from bertkit.encode.server import Limits, PredictEngine, create_app
     from bertkit.finetune import load_finetuned
 
     tasks = parse_tasks(cfg.task)
+    access = access_from(cfg)
     if cfg.model is None and not tasks:
         raise BertkitError("nothing to serve: pass --model DIR (vectors) and/or --task NAME=DIR (predictions)")
     encoder = Encoder(cfg.model, batch_size=cfg.batch_size, device=cfg.device, backend=cfg.backend) \
@@ -105,12 +118,6 @@ def build_app(cfg: ServeConfig):
     for name in ("max_batch", "max_queue", "max_texts", "max_chars"):
         if getattr(cfg, name) < 1:
             raise BertkitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    for origin in cfg.cors_origin:
-        if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
-            raise BertkitError(f"--cors-origin {origin!r}: give an origin, scheme and host (and port) without a "
-                               "path, e.g. --cors-origin https://app.example.com")
-    api_key = cfg.api_key or os.environ.get("BERTKIT_API_KEY") or None
-    access = Access(api_key=api_key, cors_origins=tuple(cfg.cors_origin))
     return create_app(encoder, predictors, limits, access=access)
 
 
