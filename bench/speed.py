@@ -158,7 +158,7 @@ def work_int8_gemm(tmp: str) -> dict:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from bertkit.export.onnx import OnnxModel
+    from bertkit.onnx_model import OnnxModel
     from bertkit.export.quantize import quantize_int8
 
     M, K, N = 800, 384, 1536

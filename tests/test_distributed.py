@@ -129,10 +129,11 @@ def test_two_processes_match_one_and_resume_in_one(data, tmp_path):
 def test_multitask_with_crf_two_processes_match_one(tmp_path, minilm_dir, mr_small, wnut16_dir):
     """Fine-tuning under torchrun with heads whose loss lives outside `forward` (the CRF) and with heads
     that a step does not use (multi-task): 2 processes end with the weights of 1 process."""
+    from helpers import head_conll
+
     from bertkit.checkpoint import save_model
     from bertkit.model import BertConfig, BertModel
     from bertkit.tokenizer import BertTokenizer
-    from helpers import head_conll
 
     tokenizer = BertTokenizer.from_dir(minilm_dir)
     torch.manual_seed(0)

@@ -134,7 +134,7 @@ def test_cli_encode_text_and_jsonl(minilm_dir, encoder, tmp_path):
 
 def test_cli_encode_bad_input_names_file_and_line(minilm_dir, tmp_path, capsys):
     bad = tmp_path / "bad.txt"
-    bad.write_bytes("fine line\nanother\n".encode() + b"caf\xe9 latin-1\n")
+    bad.write_bytes(b"fine line\nanother\n" + b"caf\xe9 latin-1\n")
     assert cli(["encode", "--model", str(minilm_dir), "--input", str(bad), "--output", str(tmp_path / "o.npy")]) == 2
     err = capsys.readouterr().err
     assert "bad.txt, line 3: not valid UTF-8" in err

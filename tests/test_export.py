@@ -7,20 +7,25 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import run_finetune
 
 from bertkit.checkpoint import save_model
 from bertkit.cli.main import main as cli
 from bertkit.data.readers import read_texts
 from bertkit.encode import Encoder
 from bertkit.errors import BertkitError
-from bertkit.export import export_dir, load_onnx
-from bertkit.export.onnx import OnnxModel, export_onnx, parity
+from bertkit.export import export_dir
+from bertkit.export.onnx import export_onnx, parity
 from bertkit.export.quantize import check_drop
-from bertkit.model import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
-                           BertForTokenClassification, BertModel)
+from bertkit.model import (
+    BertConfig,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+)
+from bertkit.onnx_model import OnnxModel, load_onnx
 from bertkit.tokenizer import BertTokenizer
-
-from helpers import run_finetune
 
 TINY = dict(vocab_size=1200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=64, max_position_embeddings=64)
@@ -160,10 +165,10 @@ def test_int8_gate_reports_before_and_after(tiny_classify, tmp_path):
     assert report["fp32"]["max_abs_diff"] <= 1e-4
     # The exported classifier predicts through the task code unchanged.
     from bertkit.export import dev_metric
-    from bertkit.finetune import load_finetuned
+    from bertkit.inference import load_task
 
-    task, _, tokenizer, max_length = load_finetuned(model_dir, "cpu")
-    assert dev_metric(task, load_onnx(out), tokenizer, max_length, str(dev)) == pytest.approx(gate["before"])
+    run = load_task(model_dir, device="cpu")
+    assert dev_metric(run.task, load_onnx(out), run.tokenizer, run.max_length, str(dev)) == pytest.approx(gate["before"])
 
 
 def test_int8_gate_refuses_a_drop_unless_forced(tiny_classify, tmp_path, capsys):
@@ -211,17 +216,18 @@ def test_serve_evaluate_and_predict_run_the_exported_graphs(tiny_classify, minil
     from fastapi.testclient import TestClient
 
     from bertkit.cli.serve import ServeConfig, build_app
-    from bertkit.finetune import evaluate_dir, predict_file
+    from bertkit.inference import evaluate_file, load_task, predict_file
 
     model_dir, dev = tiny_classify
     onnx_dir = tmp_path / "classify-onnx"
     assert cli(["export", "--model", str(model_dir), "--output", str(onnx_dir)]) == 0
     torch_metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert evaluate_dir(str(onnx_dir), str(dev), backend="onnx")["accuracy"] == pytest.approx(torch_metrics["accuracy"])
+    onnx_metrics = evaluate_file(load_task(onnx_dir, backend="onnx"), str(dev))
+    assert onnx_metrics["accuracy"] == pytest.approx(torch_metrics["accuracy"])
     assert cli(["predict", "--model", str(onnx_dir), "--input", str(dev), "--output", str(tmp_path / "p.jsonl"),
                 "--backend", "onnx"]) == 0
     onnx_rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    torch_rows = predict_file(str(model_dir), str(dev))
+    torch_rows = predict_file(load_task(model_dir), str(dev))
     assert [r["label"] for r in onnx_rows] == [r["label"] for r in torch_rows]
 
     cfg = ServeConfig(model=str(minilm_onnx), task=[f"sentiment={onnx_dir}"], backend="onnx")

@@ -43,12 +43,13 @@ from bertkit.fetch import (
     archive_matches,
     cached_path,
     check_sha256,
-    download as real_download,
     extract,
     resolve_data,
     resolve_model,
 )
-
+from bertkit.fetch import (
+    download as real_download,
+)
 
 # --- People's Daily: PKU tags -> character BIO --------------------------------------------------
 

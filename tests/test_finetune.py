@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import head_conll, run_finetune, slice_tsv
 
 from bertkit.cli.main import main as cli
-from helpers import head_conll, run_finetune, slice_tsv
 
 
 def test_finetune_evaluate_predict_cli(tiny_dir, mr_small, tmp_path, capsys):
@@ -96,11 +96,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_dir, mr_small, tmp_pat
 
 def test_learns_on_real_sentiment(tiny_dir, mr_dir, tmp_path):
     """Not just running: a tiny model fits 96 real MR sentences (training accuracy near 1)."""
-    from bertkit.finetune import evaluate_dir
+    from bertkit.inference import evaluate_file, load_task
 
     train = slice_tsv(mr_dir / "train.tsv", tmp_path / "train.tsv", 48)
     assert run_finetune(tiny_dir, train, train, tmp_path / "fit", "--train.epochs=15", "--train.warmup=0") == 0
-    assert evaluate_dir(str(tmp_path / "fit"), str(train), device="cpu")["accuracy"] >= 0.95
+    assert evaluate_file(load_task(tmp_path / "fit", device="cpu"), str(train))["accuracy"] >= 0.95
 
 
 def test_seeds_report_mean_and_std(tiny_dir, mr_small, tmp_path):

@@ -6,10 +6,10 @@ import logging
 
 import torch
 
+from bertkit.inference import predict
 from bertkit.model import BertConfig
 from bertkit.tasks.classify import ClassifyTask, RegressionTask
 from bertkit.tasks.qa import QATask
-from bertkit.train.loop import predict
 
 HEAD = "the film opens on a quiet street " * 75  # 600 word pieces
 BAD_TAIL = "awful terrible boring " * 200

@@ -14,12 +14,12 @@ import torch
 
 from bertkit.checkpoint import load_weights, read_state_dict, save_model
 from bertkit.data.collate import IGNORE, collate
+from bertkit.data.tagging import join_tokens, split_words
 from bertkit.errors import BertkitError
+from bertkit.inference import predict
 from bertkit.model import BertConfig
 from bertkit.tasks.crf import CRF
-from bertkit.data.tagging import join_tokens, split_words
 from bertkit.tasks.ner import NerTask
-from bertkit.train.loop import predict
 
 BIO5 = ["O", "B-LOC", "B-PER", "I-LOC", "I-PER"]
 

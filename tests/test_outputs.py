@@ -2,7 +2,6 @@
 only with --overwrite, an input is never an output, --resume refuses another job, writes are atomic."""
 from __future__ import annotations
 
-import json
 import os
 import stat
 

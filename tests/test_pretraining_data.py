@@ -340,6 +340,7 @@ def test_readable_errors(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- real corpora
 
+@pytest.mark.data
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_real_corpus_round_trip(lang, tmp_path, request):
     corpus_dir = request.getfixturevalue(f"corpus_{lang}_dir")

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from bertkit.errors import BertkitError
+from bertkit.inference import predict
 from bertkit.metrics import normalize_answer
 from bertkit.model import BertConfig
 from bertkit.tasks.qa import QATask, doc_windows, max_context_owner
 from bertkit.tokenizer import BertTokenizer
-from bertkit.train.loop import predict
 
 BRIDGE = ("The river rises in the northern hills. " * 3
           + "The old stone bridge was built in 1742 by the monks of Saint Gall. "

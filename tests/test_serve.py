@@ -12,16 +12,16 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import head_conll, run_finetune, slice_tsv
+from test_serve_http import StubEngine, serving
 
 from bertkit.cli.main import main as cli
 from bertkit.client import Client
 from bertkit.encode import Encoder
 from bertkit.encode.server import Limits, PredictEngine, create_app
 from bertkit.errors import BertkitError
-from bertkit.finetune import load_finetuned, predict_file
-
-from helpers import head_conll, run_finetune, slice_tsv
-from test_serve_http import StubEngine, serving
+from bertkit.inference import load_task, predict_file
+from bertkit.tasks.ner import NerTask
 
 TEXTS = ["the movie was wonderful and moving", "a dull , tedious mess", "Barack Obama visited Paris on Monday",
          "I love New York in the spring"]
@@ -46,7 +46,7 @@ def runs(tiny_dir, mr_dir, wnut16_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def api(encoder, runs):
-    predictors = {name: PredictEngine(*load_finetuned(path, "cpu")) for name, path in runs.items()}
+    predictors = {name: PredictEngine(load_task(path, device="cpu")) for name, path in runs.items()}
     with TestClient(create_app(encoder, predictors, Limits(max_texts=8, max_chars=200))) as client:
         yield client
 
@@ -90,7 +90,7 @@ def test_predict_equals_predict_file(api, runs, tmp_path):
     for name in ("sentiment", "ner"):
         r = api.post(f"/predict/{name}", json={"texts": TEXTS})
         assert r.status_code == 200, r.text
-        got, want = r.json()["predictions"], predict_file(str(runs[name]), str(inputs), device="cpu")
+        got, want = r.json()["predictions"], predict_file(load_task(runs[name], device="cpu"), str(inputs))
         assert len(got) == len(TEXTS)
         for g, w in zip(got, want):
             assert g.keys() == w.keys()
@@ -139,8 +139,8 @@ def test_qa_predict_equals_predict_file(tiny_dir, squad11_dir, tmp_path):
               for i, (p, qa) in enumerate((p, qa) for p in paragraphs for qa in p["qas"][:2])]
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps(i) + "\n" for i in inputs))
-    want = predict_file(str(tmp_path / "qa"), str(questions), device="cpu")
-    app = create_app(None, {"squad": PredictEngine(*load_finetuned(tmp_path / "qa", "cpu"))})
+    want = predict_file(load_task(tmp_path / "qa", device="cpu"), str(questions))
+    app = create_app(None, {"squad": PredictEngine(load_task(tmp_path / "qa", device="cpu"))})
     with TestClient(app) as client:
         got = client.post("/predict/squad", json={"inputs": inputs}).json()["predictions"]
         assert got == want and all(i["context"][g["start"]:g["end"]] == g["answer"] for i, g in zip(inputs, got))
@@ -204,7 +204,7 @@ def test_full_queue_answers_503_with_retry_after_and_the_client_retries():
 
 
 def test_client_round_trip_and_errors(encoder, runs, tmp_path):
-    predictors = {"sentiment": PredictEngine(*load_finetuned(runs["sentiment"], "cpu"))}
+    predictors = {"sentiment": PredictEngine(load_task(runs["sentiment"], device="cpu"))}
     with serving(create_app(encoder, predictors)) as url, Client(url) as client:
         v = client.encode(TEXTS)
         assert v.dtype == np.float32 and v.shape == (4, 384)
@@ -330,8 +330,7 @@ def browser():
 class NamesEngine:
     """A NER stand-in with known answers: every capitalised word is a `person`, so the test knows the spans."""
 
-    class task:
-        name = "ner"
+    task = NerTask  # what the server reads of a task: its name and input fields
 
     def examples(self, inputs):
         return inputs
@@ -345,7 +344,7 @@ def test_web_page_in_headless_chromium(browser, encoder, runs, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    predictors = {"sentiment": PredictEngine(*load_finetuned(runs["sentiment"], "cpu")), "people": NamesEngine()}
+    predictors = {"sentiment": PredictEngine(load_task(runs["sentiment"], device="cpu")), "people": NamesEngine()}
     text = "Anna 😀 & Bo <b>loved</b> the café scenes in Paris"  # an emoji: one code point, two UTF-16 units
     candidates = ["The stock market fell sharply today", "I adored this film and its settings",
                   "How do I reset my password?"]

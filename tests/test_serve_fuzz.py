@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from bertkit.encode import Encoder
 from bertkit.encode.server import Limits, create_app
+from bertkit.tasks.classify import ClassifyTask
+from bertkit.tasks.qa import QATask
 from bertkit.tokenizer import BertTokenizer
 
 _EXAMPLES = int(os.environ.get("BERTKIT_FUZZ_EXAMPLES", "0"))
@@ -31,8 +33,7 @@ PATHS = st.sampled_from(["/encode", "/similarity", "/predict/sentiment", "/predi
 class Classifier:
     """A classifier stand-in that tokenizes what it is sent, text and text_b, as the real one does."""
 
-    class task:
-        name = "classify"
+    task = ClassifyTask  # what the server reads of a task: its name and input fields
 
     def __init__(self, tokenizer: BertTokenizer):
         self.tokenizer = tokenizer
@@ -53,8 +54,7 @@ class Classifier:
 class Reader:
     """A QA stand-in: the server checks question and context; this answers with the context's start."""
 
-    class task:
-        name = "qa"
+    task = QATask
 
     def examples(self, inputs):
         return inputs

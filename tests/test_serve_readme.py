@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from test_serve_http import serving
 
 from bertkit.encode import Encoder
 from bertkit.encode.server import create_app
-
-from test_serve_http import serving
+from bertkit.tasks.classify import ClassifyTask
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -30,8 +30,7 @@ def serve_section_curls() -> list[str]:
 class Sentiment:
     """A classifier stand-in: the test is about what reaches the server, not about the model."""
 
-    class task:
-        name = "classify"
+    task = ClassifyTask  # what the server reads of a task: its name and input fields
 
     def examples(self, inputs):
         return inputs

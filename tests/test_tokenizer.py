@@ -90,6 +90,7 @@ def test_chinese_reviews_match_hf(zh, zh_texts):
 # Chinese pairs are cut to 60 chars: transformers truncates through the `tokenizers` library, which
 # materialises every overflow window of a pair (a 176 x 2,789-token pair makes 11,969 encodings), and
 # 2,000 full-length review pairs take more than 20 GB. Our truncation slices and never does that.
+@pytest.mark.data
 @pytest.mark.parametrize("lang", ["en", "zh"])
 @pytest.mark.parametrize("truncation,max_length", [
     ("longest_first", 12), ("longest_first", 20), ("longest_first", 33), ("only_second", 24), ("only_first", 24)])

@@ -6,9 +6,10 @@ adding a model or a data set means adding a `Source` here (and its builder), not
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from bertkit.data import sources
 

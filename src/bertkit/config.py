@@ -33,7 +33,7 @@ def option(default, help: str, choices: tuple | None = None, at_least: float | N
 def range_text(bounds) -> str:
     """'>= 1', '> 0 and <= 1', ... for a field's `range` metadata."""
     at_least, above, at_most, below = bounds
-    parts = [f"{op} {v:g}" for op, v in ((">=", at_least), (">", above), ("<=", at_most), ("<", below))
+    parts = [f"{op} {v if isinstance(v, int) else format(v, 'g')}" for op, v in ((">=", at_least), (">", above), ("<=", at_most), ("<", below))
              if v is not None]
     return " and ".join(parts)
 
@@ -241,7 +241,14 @@ def _read_yaml(path: str) -> dict:
         raise BertkitError(f"{p} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise BertkitError(f"{p} must hold a mapping of keys to values, got {type(data).__name__}")
-    return data
+    return _underscored(data)
+
+
+def _underscored(data):
+    """YAML keys as the fields spell them (`warmup-steps` -> `warmup_steps`), so flags override them."""
+    if not isinstance(data, dict):
+        return data
+    return {k.replace("-", "_") if isinstance(k, str) else k: _underscored(v) for k, v in data.items()}
 
 
 def help_text(cls, prog: str) -> str:

@@ -22,8 +22,8 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="bertkit: %(message)s", stream=sys.stderr)
     from bertkit.config import from_dict
     from bertkit.fetch import fetch
-    from bertkit.finetune import FinetuneConfig, evaluate_dir, finetune, load_finetuned
-    from bertkit.train.loop import predict
+    from bertkit.finetune import FinetuneConfig, finetune
+    from bertkit.inference import evaluate_file, load_task, predict_inputs
 
     fetch("minilm")
     fetch("mr")
@@ -37,15 +37,14 @@ def main() -> int:
     start = time.perf_counter()
     dev = finetune(cfg)
     trained = time.perf_counter() - start
-    test = evaluate_dir(output, "mr:test")
+    run = load_task(output)
+    test = evaluate_file(run, "mr:test")
     print(f"\ntrained in {trained / 60:.1f} min; best dev accuracy {dev['accuracy']:.4f} "
           f"(F1 {dev['f1']:.4f}, MCC {dev['mcc']:.4f}); test accuracy {test['accuracy']:.4f}")
     print(f"curves: {output}/training.png, confusion matrix: {output}/confusion.png\n")
 
-    task, model, tokenizer, max_length = load_finetuned(output)
-    examples = [{"text": t, "text_b": None, "label": None} for t in NEW_SENTENCES]
-    for e, p in zip(examples, predict(model, task, task.featurize(examples, tokenizer, max_length), examples)):
-        print(f"  {p['label']:<8} {p['probabilities'][p['label']]:.3f}  {e['text']}")
+    for p in predict_inputs(run, NEW_SENTENCES):
+        print(f"  {p['label']:<8} {p['probabilities'][p['label']]:.3f}  {p['text']}")
     print(f"\nmore: bertkit predict --model {output} --input your.txt --output predictions.jsonl")
     return 0
 

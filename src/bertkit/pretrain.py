@@ -36,8 +36,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertkit.checkpoint import atomic_write_text, load_config, read_state_dict, load_weights, save_model
-from bertkit.config import option, required, save as save_config
+from bertkit.checkpoint import atomic_write_text, load_config, load_weights, read_state_dict, save_model
+from bertkit.config import option, required
+from bertkit.config import save as save_config
 from bertkit.errors import BertkitError
 from bertkit.fetch import resolve_model
 from bertkit.model import PRESETS, BertConfig, BertForPreTraining
@@ -45,7 +46,7 @@ from bertkit.outputs import check_output_dir, content_hash, open_run
 from bertkit.tasks.pretrain import PretrainTask, freeze_nsp
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train import distributed
-from bertkit.train.loop import Trainer, TrainConfig, set_seed
+from bertkit.train.loop import TrainConfig, Trainer, set_seed
 
 log = logging.getLogger("bertkit")
 
@@ -56,14 +57,14 @@ SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "interm
 @dataclass
 class ConfigOverrides:
     """config.json keys that change a new model's shape (dropout may change a continued model's too)."""
-    num_hidden_layers: int | None = option(None, "Transformer layers")
-    hidden_size: int | None = option(None, "hidden size H")
-    num_attention_heads: int | None = option(None, "attention heads (default: hidden_size / 64)")
-    intermediate_size: int | None = option(None, "feed-forward size (default: 4 x hidden_size)")
-    max_position_embeddings: int | None = option(None, "longest sequence the model can take")
-    type_vocab_size: int | None = option(None, "segment types (2 for sentence pairs)")
+    num_hidden_layers: int | None = option(None, "Transformer layers", at_least=1)
+    hidden_size: int | None = option(None, "hidden size H", at_least=1)
+    num_attention_heads: int | None = option(None, "attention heads (default: hidden_size / 64)", at_least=1)
+    intermediate_size: int | None = option(None, "feed-forward size (default: 4 x hidden_size)", at_least=1)
+    max_position_embeddings: int | None = option(None, "longest sequence the model can take", at_least=1)
+    type_vocab_size: int | None = option(None, "segment types (2 for sentence pairs)", at_least=1)
     hidden_act: str | None = option(None, "activation: gelu, gelu_new, relu, ...")
-    initializer_range: float | None = option(None, "std of the normal initialisation")
+    initializer_range: float | None = option(None, "std of the normal initialisation", above=0)
     hidden_dropout_prob: float | None = option(None, "dropout after embeddings and sub-layers", at_least=0,
                                                 below=1)
     attention_probs_dropout_prob: float | None = option(None, "dropout on attention weights", at_least=0,

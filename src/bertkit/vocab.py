@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
 
-from bertkit.outputs import atomic_write_text
 from bertkit.data.corpus import BadLines
 from bertkit.errors import BertkitError
+from bertkit.outputs import atomic_write_text
 from bertkit.tokenizer import SPECIAL_TOKENS, BertTokenizer
 
 log = logging.getLogger("bertkit")

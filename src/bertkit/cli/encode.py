@@ -10,8 +10,8 @@ import numpy as np
 from bertkit.config import option, parse_args, required
 from bertkit.encode import POOLINGS, Encoder
 from bertkit.errors import BertkitError
+from bertkit.inference import BACKENDS
 from bertkit.outputs import atomic_path, check_output_file
-from bertkit.encode.encoder import BACKENDS
 
 log = logging.getLogger("bertkit")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bertkit.config import option, parse_args, required
 from bertkit.fetch import resolve_data
-from bertkit.finetune import evaluate_dir
+from bertkit.inference import BACKENDS, evaluate_file, load_task
 from bertkit.outputs import atomic_write_text, check_output_file
 
 
@@ -20,7 +20,7 @@ class EvaluateConfig:
     batch_size: int = option(64, "examples per forward pass", at_least=1)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
-                          choices=("torch", "onnx", "onnx-int8"))
+                          choices=BACKENDS)
     overwrite: bool = option(False, "replace --output when it already exists (the default file in MODEL, "
                              "this evaluation's own, is always replaced)")
 
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
         out = check_output_file(cfg.output, [resolve_data(cfg.data, "dev")], cfg.overwrite)
     elif Path(cfg.model).is_dir():  # a fetched name: do not write into the cache
         out = check_output_file(Path(cfg.model) / f"eval-{_stem(cfg.data)}.json", overwrite=True)
-    metrics = evaluate_dir(cfg.model, cfg.data, cfg.batch_size, cfg.device, cfg.backend)
+    metrics = evaluate_file(load_task(cfg.model, cfg.backend, cfg.device), cfg.data, cfg.batch_size)
     text = json.dumps(metrics, indent=2)
     print(text)
     if out is None:

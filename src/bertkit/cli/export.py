@@ -20,7 +20,8 @@ class ExportConfig:
     dev: str | None = option(None, "fine-tuned models: dev data; with --quantize int8 the task metric is "
                              "compared before and after, and a drop over --max-drop stops the export")
     max_drop: float = option(1.0, "largest allowed drop of the dev metric, in points (0.01 accuracy/F1; "
-                             "1.0 for QA's 0-100 F1; negative: int8 must improve it)")
+                             "1.0 for QA's 0-100 F1; negative: int8 must improve it)",
+                             at_least=-100, at_most=100)
     force: bool = option(False, "write model.int8.onnx even when the dev metric drops too much")
     overwrite: bool = option(False, "replace --output when it already holds files (swapped in only once the "
                              "new export has passed its checks)")

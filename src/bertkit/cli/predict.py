@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from bertkit.config import option, parse_args, required
 from bertkit.fetch import resolve_data
-from bertkit.finetune import predict_file
+from bertkit.inference import BACKENDS, load_task, predict_file
 from bertkit.outputs import atomic_write_text, check_output_file
 
 
@@ -18,14 +18,14 @@ class PredictConfig:
     batch_size: int = option(64, "examples per forward pass", at_least=1)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
-                          choices=("torch", "onnx", "onnx-int8"))
+                          choices=BACKENDS)
     overwrite: bool = option(False, "replace --output when it already exists")
 
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(PredictConfig, argv, prog="bertkit predict")
     out = check_output_file(cfg.output, [resolve_data(cfg.input, "test")], cfg.overwrite)
-    rows = predict_file(cfg.model, cfg.input, cfg.batch_size, cfg.device, cfg.backend)
+    rows = predict_file(load_task(cfg.model, cfg.backend, cfg.device), cfg.input, cfg.batch_size)
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print(f"{len(rows)} predictions -> {out}")
     return 0

@@ -11,7 +11,9 @@ import os
 from dataclasses import dataclass
 
 from bertkit.config import help_text, option, parse_args
+from bertkit.encode import Encoder
 from bertkit.errors import BertkitError
+from bertkit.inference import BACKENDS, load_task
 
 log = logging.getLogger("bertkit")
 
@@ -25,7 +27,7 @@ class ServeConfig:
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = option(8000, "port to listen on", at_least=0, at_most=65535)
     backend: str = option("torch", "inference backend: onnx / onnx-int8 run the graphs `bertkit export` wrote "
-                          "into the --model and --task directories (CPU)", choices=("torch", "onnx", "onnx-int8"))
+                          "into the --model and --task directories (CPU)", choices=BACKENDS)
     max_batch: int = option(64, "most texts in one batched forward pass", at_least=1)
     max_batch_tokens: int = option(2048, "most tokens (estimated from words and punctuation) in one batched "
                                    "model call: big requests are split into batches this size and take turns "
@@ -100,9 +102,8 @@ def access_from(cfg: ServeConfig):
 
 
 def build_app(cfg: ServeConfig):
-    from bertkit.encode import Encoder
+    # FastAPI is the `serve` extra: imported when a server is built, so `--help` works without it
     from bertkit.encode.server import Limits, PredictEngine, create_app
-    from bertkit.finetune import load_finetuned
 
     tasks = parse_tasks(cfg.task)
     access = access_from(cfg)
@@ -110,14 +111,11 @@ def build_app(cfg: ServeConfig):
         raise BertkitError("nothing to serve: pass --model DIR (vectors) and/or --task NAME=DIR (predictions)")
     encoder = Encoder(cfg.model, batch_size=cfg.batch_size, device=cfg.device, backend=cfg.backend) \
         if cfg.model else None
-    predictors = {name: PredictEngine(*load_finetuned(path, cfg.device, cfg.backend), batch_size=cfg.batch_size)
+    predictors = {name: PredictEngine(load_task(path, cfg.backend, cfg.device), batch_size=cfg.batch_size)
                   for name, path in tasks.items()}
     limits = Limits(max_batch=cfg.max_batch, max_batch_tokens=cfg.max_batch_tokens, max_wait_ms=cfg.max_wait_ms,
                     max_queue=cfg.max_queue, max_texts=cfg.max_texts, max_chars=cfg.max_chars,
                     max_body_mb=cfg.max_body_mb, body_timeout_s=cfg.body_timeout_s)
-    for name in ("max_batch", "max_queue", "max_texts", "max_chars"):
-        if getattr(cfg, name) < 1:
-            raise BertkitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     return create_app(encoder, predictors, limits, access=access)
 
 

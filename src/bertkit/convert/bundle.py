@@ -14,10 +14,9 @@ util/tensor_bundle/tensor_bundle.{h,cc,proto} and tensorflow/core/lib/io/{format
 from __future__ import annotations
 
 import contextlib
-import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import google_crc32c
 import numpy as np

@@ -22,8 +22,8 @@ from bertkit.checkpoint import atomic_write_text, load_config, load_model, read_
 from bertkit.convert.bundle import bundle_names, read_bundle, resolve_prefix, write_bundle
 from bertkit.convert.tf import TF_TRAINING_STATE, from_tf, reference_forward, to_tf
 from bertkit.data.collate import collate
+from bertkit.data.samples import BUILT_IN
 from bertkit.errors import BertkitError
-from bertkit.export import BUILT_IN
 from bertkit.model import BertConfig, BertModel
 from bertkit.outputs import atomic_path
 from bertkit.tokenizer import BertTokenizer

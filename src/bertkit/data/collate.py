@@ -6,30 +6,30 @@ import torch
 IGNORE = -100  # label value the losses skip (padding, sub-word positions)
 
 
+def pad(seqs: list[list[int]], value: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad sequences of ids to the longest: (ids [B, T] long, attention mask [B, T], 1 = token)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), value, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    return ids, mask
+
+
 def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Pad `input_ids`/`token_type_ids` to the longest feature; numbers and lists become tensors.
 
     List-valued targets (per-token labels) are padded with IGNORE; `example` indices are kept.
     """
-    width = max(len(f["input_ids"]) for f in features)
-    batch: dict[str, torch.Tensor] = {}
-    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    types = torch.zeros((len(features), width), dtype=torch.long)
-    mask = torch.zeros((len(features), width), dtype=torch.long)
-    for row, f in enumerate(features):
-        n = len(f["input_ids"])
-        ids[row, :n] = torch.tensor(f["input_ids"])
-        types[row, :n] = torch.tensor(f["token_type_ids"])
-        mask[row, :n] = 1
-    batch.update(input_ids=ids, token_type_ids=types, attention_mask=mask)
+    ids, mask = pad([f["input_ids"] for f in features], pad_id)
+    types, _ = pad([f["token_type_ids"] for f in features])
+    batch: dict[str, torch.Tensor] = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
     for key, value in features[0].items():
         if key in batch:
             continue
         if isinstance(value, list):
-            out = torch.full((len(features), width), IGNORE, dtype=torch.long)
-            for row, f in enumerate(features):
-                out[row, : len(f[key])] = torch.tensor(f[key])
-            batch[key] = out
+            batch[key] = pad([f[key] for f in features], IGNORE)[0]
         elif isinstance(value, (int, float)):
             dtype = torch.float if isinstance(value, float) else torch.long
             batch[key] = torch.tensor([f[key] for f in features], dtype=dtype)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bertkit.errors import BertkitError
 
@@ -67,7 +67,7 @@ def json_records(path: str | Path, lines: Iterator[tuple[int, str]] | None = Non
         yield number, record
 
 
-def parse_json(text: str, where: str, fix: str):
+def parse_json(text: str, where: str, fix: str, whole_file: bool = False):
     """The JSON value in `text`; every way it can fail is a BertkitError starting with `where`.
 
     Besides syntax errors, Python's json refuses integers over 4,300 digits (ValueError) and nesting
@@ -77,7 +77,8 @@ def parse_json(text: str, where: str, fix: str):
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise BertkitError(f"{where}: not valid JSON ({e.msg}, column {e.colno}); {fix}") from None
+        at = f"line {e.lineno}, column {e.colno}" if whole_file else f"column {e.colno}"
+        raise BertkitError(f"{where}: not valid JSON ({e.msg} at {at}); {fix}") from None
     except ValueError as e:  # an integer too long to convert
         raise BertkitError(f"{where}: {e}; {fix}") from None
     except RecursionError:

@@ -21,8 +21,8 @@ import json
 import random
 import re
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from bertkit.errors import BertkitError
 

@@ -13,17 +13,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bertkit.checkpoint import load_model
-from bertkit.data.collate import sorted_batches
+from bertkit.data.collate import pad, sorted_batches
 from bertkit.errors import BertkitError
-from bertkit.model import BertModel
+from bertkit.fetch import resolve_model
+from bertkit.inference import check_backend, load_encoder
 from bertkit.tokenizer import BertTokenizer
 
 log = logging.getLogger("bertkit")
 
 POOLINGS = ("cls", "mean", "max", "pooler")
 MAX_PADDING = 0.25  # a batch is cut where padding would add more than a quarter of its real tokens
-BACKENDS = ("torch", "onnx", "onnx-int8")  # onnx: model.onnx of an exported directory; onnx-int8: model.int8.onnx
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, pooled: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,27 +80,16 @@ class Encoder:
     def __init__(self, model: str | Path, pooling: str | None = None, layer: int = -1,
                  normalize: bool | None = None, max_length: int | None = None, batch_size: int = 32,
                  device: str | None = None, backend: str = "torch"):
-        from bertkit.fetch import resolve_model
-
         model_dir = resolve_model(str(model))
         default_pooling, default_normalize, default_length = model_pooling_defaults(model_dir)
         self.pooling = pooling or default_pooling
         self.normalize = default_normalize if normalize is None else normalize
         if self.pooling not in POOLINGS:
             raise BertkitError(f"unknown pooling `{self.pooling}`: use one of {', '.join(POOLINGS)}")
-        if backend not in BACKENDS:
-            raise BertkitError(f"unknown backend `{backend}`: use one of {', '.join(BACKENDS)}")
-        if backend == "torch":
-            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-            self.model: BertModel = load_model(model_dir, BertModel).to(self.device)
-        else:
-            from bertkit.export import load_onnx
-
-            if layer != -1:
-                raise BertkitError(f"--layer {layer} needs --backend torch: the ONNX graph returns the "
-                                   "last layer only")
-            self.device = torch.device("cpu")
-            self.model = load_onnx(model_dir, int8=backend == "onnx-int8").to(device or "cpu")
+        check_backend(backend)
+        if backend != "torch" and layer != -1:
+            raise BertkitError(f"--layer {layer} needs --backend torch: the ONNX graph returns the last layer only")
+        self.model, self.device = load_encoder(model_dir, backend, device)
         self.tokenizer = BertTokenizer.from_dir(model_dir)
         config = self.model.config
         self.tokenizer.check_vocab_size(config.vocab_size, where=str(model_dir))
@@ -144,17 +132,26 @@ class Encoder:
             out[batch] = self._encode_batch([ids[i] for i in batch]).cpu().numpy()
         return out
 
-    def _encode_batch(self, batch: list[list[int]]) -> torch.Tensor:
-        width = max(len(s) for s in batch)
-        input_ids = torch.full((len(batch), width), self.tokenizer.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, seq in enumerate(batch):
-            input_ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
+    def run(self, batch: list[list[int]], hidden_states: bool = False):
+        """Pad one batch of token ids and run the model: (its output, the attention mask [B, T])."""
+        input_ids, mask = pad(batch, self.tokenizer.pad_id)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        out = self.model(input_ids, mask, output_hidden_states=self.layer != -1)
-        hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
-        vectors = pool(hidden, mask, self.pooling, out.pooler_output if self.layer == -1 else None)
-        if self.normalize:
+        return self.model(input_ids, mask, output_hidden_states=hidden_states), mask
+
+    @staticmethod
+    def vectors(out, mask: torch.Tensor, pooling: str, layer: int, normalize: bool,
+                rows: list[int] | None = None) -> torch.Tensor:
+        """Pooled (and optionally L2-normalised) float32 vectors [B, H] of `run`'s output, or of its `rows`."""
+        hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
+        pooled = out.pooler_output if layer == -1 else None
+        if rows is not None:
+            hidden, mask = hidden[rows], mask[rows]
+            pooled = pooled[rows] if pooled is not None else None
+        vectors = pool(hidden, mask, pooling, pooled)
+        if normalize:
             vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
         return vectors.float()
+
+    def _encode_batch(self, batch: list[list[int]]) -> torch.Tensor:
+        out, mask = self.run(batch, hidden_states=self.layer != -1)
+        return self.vectors(out, mask, self.pooling, self.layer, self.normalize)

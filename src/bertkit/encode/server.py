@@ -36,9 +36,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
-from bertkit.encode.batcher import Batcher, Metrics, QueueFull
 from bertkit.data.collate import sorted_batches
-from bertkit.encode.encoder import MAX_PADDING, Encoder, pool
+from bertkit.encode.batcher import Batcher, Metrics, QueueFull
+from bertkit.encode.encoder import MAX_PADDING, Encoder
+from bertkit.inference import Loaded, run_examples, with_inputs
 
 log = logging.getLogger("bertkit")
 DISCONNECT_POLL_S = 0.1  # how often a waiting request checks that its client is still there
@@ -113,66 +114,34 @@ class EncodeEngine:
         ids = enc.tokenize([text for text, *_ in items])
         out: list[np.ndarray | None] = [None] * len(items)
         for chunk in sorted_batches([len(s) for s in ids], enc.batch_size, max_padding=MAX_PADDING):
-            width = max(len(ids[i]) for i in chunk)
-            input_ids = torch.full((len(chunk), width), enc.tokenizer.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            result, mask = enc.run([ids[i] for i in chunk], hidden_states=any(items[i][2] != -1 for i in chunk))
+            groups: dict[tuple, list[int]] = {}  # rows of the chunk that want the same vector
             for row, i in enumerate(chunk):
-                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                mask[row, : len(ids[i])] = 1
-            input_ids, mask = input_ids.to(enc.device), mask.to(enc.device)
-            needs_hidden = any(items[i][2] != -1 for i in chunk)
-            result = enc.model(input_ids, mask, output_hidden_states=needs_hidden)
-            for row, i in enumerate(chunk):
-                _, pooling, layer, normalize = items[i]
-                hidden = result.last_hidden_state if layer == -1 else result.hidden_states[layer]
-                pooled = result.pooler_output[row: row + 1] if layer == -1 and result.pooler_output is not None \
-                    else None
-                v = pool(hidden[row: row + 1], mask[row: row + 1], pooling, pooled)
-                if normalize:
-                    v = torch.nn.functional.normalize(v, p=2, dim=-1)
-                out[i] = v[0].float().cpu().numpy()
+                groups.setdefault(tuple(items[i][1:]), []).append(row)
+            for (pooling, layer, normalize), rows in groups.items():
+                vectors = enc.vectors(result, mask, pooling, layer, normalize, rows).cpu().numpy()
+                for row, v in zip(rows, vectors):
+                    out[chunk[row]] = v
         return out
 
 
 class PredictEngine:
-    """Examples -> the task's predictions, as `bertkit predict` makes them (same featurize and decode)."""
+    """Inputs -> the task's predictions, as `bertkit predict` makes them (same featurize and decode)."""
 
-    def __init__(self, task, model, tokenizer, max_length: int, batch_size: int = 64):
-        self.task, self.model, self.tokenizer, self.max_length = task, model, tokenizer, max_length
-        self.batch_size = batch_size
+    def __init__(self, run: Loaded, batch_size: int = 64):
+        self.run, self.task, self.batch_size = run, run.task, batch_size
 
     def cost(self, example: dict) -> int:
         """Estimated tokens of the example's texts; a long QA context counts once, not per window."""
         text = " ".join(example[k] for k in ("text", "text_b", "question", "context") if example.get(k))
-        return estimate_tokens(text, self.max_length)
+        return estimate_tokens(text, self.run.max_length)
 
     def examples(self, inputs: list[dict]) -> list[dict]:
-        """Examples as the task's `read_inputs` builds them from a file, from request inputs."""
-        from bertkit.data.tagging import make_example, split_words
-
-        examples = []
-        for n, record in enumerate(inputs):
-            if self.task.name == "ner":
-                text = record["text"]
-                spans = split_words(text)
-                examples.append(make_example([text[s:e] for s, e in spans], None, text, spans, n, "request", "text"))
-            elif self.task.name == "qa":
-                examples.append({"id": str(record.get("id") or f"input-{n}"), "question": record["question"],
-                                 "context": record["context"], "answers": [], "impossible": False,
-                                 "line": f"input {n}", "source": "request"})
-            else:
-                examples.append({"text": record["text"], "text_b": record.get("text_b") or None, "label": None,
-                                 "line": n, "source": "request"})
-        return examples
+        """The task's examples for request inputs (as `read_inputs` builds them from a file)."""
+        return [self.task.example(record, n, "request") for n, record in enumerate(inputs)]
 
     def __call__(self, examples: list[dict]) -> list[dict]:
-        from bertkit.train.loop import predict
-
-        features = self.task.featurize(examples, self.tokenizer, self.max_length)
-        device = next(self.model.parameters()).device
-        preds = predict(self.model, self.task, features, examples, self.batch_size, self.tokenizer.pad_id, device)
-        keep = ("id", "text", "text_b", "question")
-        return [{**{k: e[k] for k in keep if e.get(k) is not None}, **p} for e, p in zip(examples, preds)]
+        return with_inputs(examples, run_examples(self.run, examples, self.batch_size))
 
 
 # --- Request bodies -----------------------------------------------------------------------------------
@@ -234,7 +203,9 @@ def _check_unicode(text: str, where: str) -> None:
                             f"{bad.start()}; send valid Unicode (escape a character outside the BMP as a pair)")
 
 
-def _check_texts(texts: list[str], limits: Limits, field: str = "texts") -> None:
+def _check_texts(texts: list[str], limits: Limits, field: str = "texts", key: str | None = None) -> None:
+    """Count, length and Unicode of a request's texts; `key` names the field of each input they come from."""
+    suffix = f".{key}" if key else ""
     if not texts:
         raise ApiError(400, f"`{field}` is empty: send at least one text")
     if len(texts) > limits.max_texts:
@@ -244,11 +215,11 @@ def _check_texts(texts: list[str], limits: Limits, field: str = "texts") -> None
         raise ApiError(413, f"{len(texts)} texts is more than the server queues ({limits.max_queue}); send fewer")
     for i, t in enumerate(texts):
         if len(t) > limits.max_chars:
-            raise ApiError(413, f"{field}[{i}] has {len(t)} characters; the limit is {limits.max_chars} "
+            raise ApiError(413, f"{field}[{i}]{suffix} has {len(t)} characters; the limit is {limits.max_chars} "
                                 "(cut the text, or start the server with a larger --max-chars)")
         if not t.strip():
-            raise ApiError(400, f"{field}[{i}] is empty; send non-empty texts")
-        _check_unicode(t, f"{field}[{i}]")
+            raise ApiError(400, f"{field}[{i}]{suffix} is empty; send non-empty texts")
+        _check_unicode(t, f"{field}[{i}]{suffix}")
 
 
 class CountRequests:
@@ -555,22 +526,25 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
         p = predictors[task]
         if (body.texts is None) == (body.inputs is None):
             raise ApiError(422, f"send either `texts` or `inputs`: {USAGE['/predict']}")
-        if p.task.name == "qa":
-            if body.inputs is None:
-                raise ApiError(422, f'task `{task}` answers questions: send {{"inputs": [{{"question": "q", '
-                                    '"context": "c"}]}')
-            inputs = [i.model_dump() for i in body.inputs]
-            for n, i in enumerate(inputs):
-                if not (i["question"] or "").strip() or not (i["context"] or "").strip():
-                    raise ApiError(422, f"inputs[{n}] needs a non-empty `question` and `context`")
-            _check_texts([i["context"] for i in inputs], limits, "inputs")
-        else:
-            inputs = [{"text": t} for t in body.texts] if body.texts is not None else \
-                [i.model_dump() for i in body.inputs]
-            for n, i in enumerate(inputs):
-                if i.get("text") is None:
-                    raise ApiError(422, f'inputs[{n}] has no `text`; send {{"text": "...", "text_b": "..."}}')
-            _check_texts([i["text"] for i in inputs], limits, "texts" if body.texts is not None else "inputs")
+        required, optional = p.task.inputs, p.task.optional_inputs
+        shape = "{" + ", ".join(f'"{f}": "..."' for f in required) + "}"
+        if body.texts is not None and required != ("text",):
+            raise ApiError(422, f"task `{task}` takes inputs with {' and '.join(required)}: send "
+                                f'{{"inputs": [{shape}, ...]}}')
+        inputs = [{"text": t} for t in body.texts] if body.texts is not None else \
+            [i.model_dump(exclude_none=True) for i in body.inputs]
+        for n, i in enumerate(inputs):
+            if any(not isinstance(i.get(f), str) for f in required):
+                raise ApiError(422, f"inputs[{n}] needs {' and '.join(f'`{f}`' for f in required)}: send {shape}")
+            unknown = sorted(set(i) - set(required) - set(optional))
+            if unknown:
+                raise ApiError(422, f"inputs[{n}] has `{unknown[0]}`, which task `{task}` does not take; its inputs "
+                                    f"hold {', '.join(required + optional)}")
+        for f in required:
+            if body.texts is not None:
+                _check_texts([i[f] for i in inputs], limits)
+            else:
+                _check_texts([i[f] for i in inputs], limits, "inputs", f)
         for n, i in enumerate(inputs):  # text_b, question, id: the fields _check_texts did not read
             for key, value in i.items():
                 if isinstance(value, str):

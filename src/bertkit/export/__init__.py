@@ -12,13 +12,17 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from bertkit.checkpoint import atomic_write_text, load_config, load_model
+from bertkit.checkpoint import atomic_write_text, read_state_dict
+from bertkit.data.collate import pad
+from bertkit.data.samples import sample_texts
 from bertkit.errors import BertkitError
-from bertkit.export.onnx import OnnxModel, export_onnx, parity
+from bertkit.export.onnx import export_onnx, parity
 from bertkit.export.quantize import check_drop, quantize_int8
-from bertkit.model import BertModel
+from bertkit.fetch import resolve_model
+from bertkit.inference import Loaded, evaluate_file, load
+from bertkit.onnx_model import OnnxModel, load_onnx
 from bertkit.outputs import atomic_path
 from bertkit.tokenizer import BertTokenizer
 
@@ -29,74 +33,30 @@ QUANTIZE = ("int8",)
 COPIED = ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
           "sentence_bert_config.json", "task.json", "1_Pooling")
 
-# Varied sentences for the parity check when the `mr` data set is not fetched.
-BUILT_IN = [
-    "This is an example sentence.",
-    "Each sentence is converted.",
-    "The gorgeously elaborate continuation of ''The Lord of the Rings'' trilogy is so huge.",
-    "Effective but too tepid biopic.",
-    "Café déjà vu, naïve coöperation — 東京 and 北京!",
-    "Where was the first Olympic Games held, and in which year?",
-    "no.",
-    "A 12.5% rise in Q3 revenue (to $4,200,000) surprised analysts at 9:30 a.m. on 2024-03-01.",
-    "I've never seen anything like it; it's dull, overlong and, frankly, a waste of two hours.",
-    "URLs like https://example.com/a?b=c and e-mails like someone@example.org get split into pieces.",
-]
-
-
-def sample_texts(n: int = 32) -> list[str]:
-    """Real sentences: the first `n` of the fetched `mr` dev set, else the built-in list."""
-    from bertkit.data.readers import read_texts
-    from bertkit.fetch import cached_path
-
-    mr = cached_path("mr")
-    if mr is not None and (mr / "dev.tsv").is_file():
-        return read_texts(mr / "dev.tsv")[:n]
-    return BUILT_IN
-
 
 def sample_batches(tokenizer: BertTokenizer, texts: list[str], max_length: int,
                    batch_size: int = 8) -> list[tuple[torch.Tensor, ...]]:
     """Padded batches of `texts` in input order, plus one unpadded batch (all cut to 8 tokens)."""
     ids = [e.ids for e in tokenizer.encode_batch(texts, max_length=max_length)]
-    batches = [_pad(ids[i: i + batch_size], tokenizer.pad_id) for i in range(0, len(ids), batch_size)]
-    batches.append(_pad([s[:7] + [tokenizer.sep_id] for s in ids[:3]], tokenizer.pad_id))
-    return batches
-
-
-def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, ...]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, s in enumerate(seqs):
-        ids[row, : len(s)] = torch.tensor(s)
-        mask[row, : len(s)] = 1
-    return ids, mask, torch.zeros_like(ids)
+    batches = [ids[i: i + batch_size] for i in range(0, len(ids), batch_size)]
+    batches.append([s[:7] + [tokenizer.sep_id] for s in ids[:3]])
+    return [(*pad(b, tokenizer.pad_id), torch.zeros(len(b), max(map(len, b)), dtype=torch.long)) for b in batches]
 
 
 def _load_torch(model_dir: Path):
     """(task or None, model in eval mode on the CPU, tokenizer, max_length)."""
-    from bertkit.checkpoint import read_state_dict
-
     if not (model_dir / "config.json").is_file() and (model_dir / "metrics.json").is_file():
         raise BertkitError(f"{model_dir} looks like a multi-task run: export each task's folder "
                            f"(e.g. {model_dir}/NAME) on its own")
     read_state_dict(model_dir)  # a clear error when there are no weights
-    tokenizer = BertTokenizer.from_dir(model_dir)
-    if (model_dir / "task.json").is_file():
-        from bertkit.finetune import load_finetuned
-
-        task, model, tokenizer, max_length = load_finetuned(model_dir, "cpu")
-        return task, model, tokenizer, max_length
-    model = load_model(model_dir, BertModel)
-    return None, model, tokenizer, min(128, model.config.max_position_embeddings)
+    run = load(model_dir, device="cpu")
+    max_length = run.max_length if run.task is not None else min(128, run.model.config.max_position_embeddings)
+    return run.task, run.model, run.tokenizer, max_length
 
 
 def export_dir(model: str | Path, output: str | Path, fmt: str = "onnx", quantize: str | None = None,
                dev: str | None = None, force: bool = False, max_drop: float = 1.0) -> dict:
     """Export, self-check and optionally quantise; returns (and writes as export.json) the report."""
-    from bertkit.fetch import resolve_model
-
     if fmt not in FORMATS:
         raise BertkitError(f"unknown export format `{fmt}`: bertkit exports {', '.join(FORMATS)}")
     if quantize is not None and quantize not in QUANTIZE:
@@ -142,15 +102,8 @@ def export_dir(model: str | Path, output: str | Path, fmt: str = "onnx", quantiz
 
 def dev_metric(task, model, tokenizer, max_length: int, dev: str) -> float:
     """The task's main metric of `model` (torch or OnnxModel) on the dev file."""
-    from bertkit.fetch import resolve_data
-    from bertkit.train.loop import predict
-
-    path = resolve_data(dev, "dev")
-    examples = task.read(str(path))
-    task.check(examples, str(path))
-    features = task.featurize(examples, tokenizer, max_length)
-    preds = predict(model, task, features, examples, 64, tokenizer.pad_id, "cpu")
-    return float(task.metrics(preds, examples)[task.main_metric])
+    run = Loaded(task, model, tokenizer, max_length, torch.device("cpu"), Path("."))
+    return float(evaluate_file(run, dev)[task.main_metric])
 
 
 def _gate(task, torch_model, int8_model, tokenizer, max_length, dev, force, max_drop) -> dict:
@@ -159,26 +112,6 @@ def _gate(task, torch_model, int8_model, tokenizer, max_length, dev, force, max_
     after = dev_metric(task, int8_model, tokenizer, max_length, dev)
     log.info("dev %s: %.4f (PyTorch fp32) -> %.4f (int8)", task.main_metric, before, after)
     return check_drop(task.name, task.main_metric, before, after, max_drop, force)
-
-
-def load_onnx(model_dir: str | Path, int8: bool = False) -> OnnxModel:
-    """The exported graph of a directory written by `export_dir`, with config (and CRF) attached."""
-    d = Path(model_dir)
-    name = "model.int8.onnx" if int8 else "model.onnx"
-    if not (d / name).is_file():
-        flag = " --quantize int8" if int8 else ""
-        raise BertkitError(f"{d} has no {name}: export it with "
-                           f"`bertkit export --model MODEL --format onnx{flag} --output {d}`")
-    model = OnnxModel(d / name, load_config(d))
-    if (d / "crf.safetensors").is_file():  # a NER head with a CRF: decoding reads its transition scores
-        from bertkit.tasks import get_task
-        from bertkit.tasks.crf import CRF
-
-        state = json.loads((d / "task.json").read_text())
-        task = get_task("ner", labels=state["labels"], head="crf", scheme=state.get("scheme"))
-        model.crf = CRF(task.labels, task.scheme)
-        model.crf.load_state_dict(load_file(str(d / "crf.safetensors")))
-    return model
 
 
 __all__ = ["OnnxModel", "export_dir", "export_onnx", "load_onnx", "parity", "quantize_int8"]

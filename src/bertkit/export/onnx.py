@@ -3,7 +3,7 @@
 Every graph takes the same three inputs, each [B, T] int64 with both axes dynamic:
     input_ids, attention_mask (1 = token, 0 = padding), token_type_ids
 and returns the head's tensors (see OUTPUTS). Decoding (softmax, CRF Viterbi, QA spans) stays in
-Python, in the tasks, so `OnnxModel` is a drop-in for the torch model in `predict` and `Encoder`.
+Python, in the tasks, so `bertkit.onnx_model.OnnxModel` runs them in place of the torch model.
 
 The mask: in PyTorch, `bertkit.model.attention_bias` skips it when nothing is padded (SDPA's fast
 path) and passes a boolean mask otherwise. Tracing records one branch only, so while tracing it
@@ -17,15 +17,18 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from bertkit.errors import BertkitError
-from bertkit.model import (BertForQuestionAnswering, BertForSequenceClassification,
-                           BertForTokenClassification, BertModel, BertOutput)
-
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from bertkit.model import (
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+    BertOutput,
+)
+from bertkit.onnx_model import INPUTS, OnnxModel
 
 # head class -> names of its outputs, each [B, T, ...] except those `per_sequence` names.
 OUTPUTS = {
@@ -87,69 +90,6 @@ def export_onnx(model: nn.Module, path: str | Path, pad_id: int = 0, opset: int 
                           opset_version=opset, input_names=list(INPUTS), output_names=list(names),
                           dynamic_axes=dynamic, do_constant_folding=True)
     return names
-
-
-class OnnxModel:
-    """An ONNX graph called like the torch model: torch tensors in, the same output structure out.
-
-    The base model gives a BertOutput (no hidden_states), classify and ner heads a logits tensor, qa a
-    (start, end) pair. `crf` may be set for a NER head with a CRF (decoding reads its parameters).
-    """
-
-    def __init__(self, path: str | Path, config=None, threads: int | None = None, spin: bool = True):
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.is_file():
-            raise BertkitError(f"{path} not found: export the model first with "
-                               f"`bertkit export --model DIR --format onnx --output {path.parent}`")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        # onnxruntime's threads spin between operators instead of sleeping: 15-25% more throughput for
-        # a BERT graph of ~300 small operators on 2 cores (bench/speed.py). Spinning threads starve
-        # PyTorch when both compute in turns in one process, so the parity checks pass spin=False.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.names = tuple(o.name for o in self.session.get_outputs())
-        self.path, self.config, self.training = path, config, False
-        self.crf = None
-
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
-        if output_hidden_states:
-            raise BertkitError(f"{self.path} holds the last layer only: use --layer -1 with the onnx "
-                               "backend, or --backend torch for other layers")
-        limit = self.config.max_position_embeddings if self.config is not None else None
-        if limit is not None and input_ids.shape[1] > limit:  # the traced graph lost torch's check
-            raise BertkitError(f"sequence of {input_ids.shape[1]} tokens is longer than the model's "
-                               f"max_position_embeddings ({limit}): lower max_length")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        feed = {name: t.detach().cpu().numpy().astype(np.int64, copy=False)
-                for name, t in zip(INPUTS, (input_ids, attention_mask, token_type_ids))}
-        outs = [torch.from_numpy(o) for o in self.session.run(None, feed)]
-        if self.names[0] == "last_hidden_state":
-            return BertOutput(outs[0], outs[1] if len(outs) > 1 else None, None)
-        return outs[0] if len(outs) == 1 else tuple(outs)
-
-    # The bits of nn.Module that `predict` and `Encoder` touch.
-    def eval(self):
-        return self
-
-    def train(self, mode: bool = True):
-        if mode:
-            raise BertkitError("an ONNX model cannot be trained: fine-tune the PyTorch model instead")
-        return self
-
-    def to(self, device):
-        if torch.device(device).type != "cpu":
-            raise BertkitError(f"the onnx backend runs on the CPU only, not `{device}`: pass --device cpu")
-        return self
-
-    def parameters(self):
-        return iter([torch.zeros(())])  # callers ask it for the device: the CPU
 
 
 def _flat(out) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Fine-tuning tasks: small objects behind one protocol, all trained by `bertkit.train.loop`.
+"""Fine-tuning tasks: small objects behind one contract (`Task`), all trained by `bertkit.train.loop`.
 
 A task knows how to read its data (with errors naming file and line), turn examples into model
 features, build its head, compute its loss, decode predictions and score them. It knows nothing about
@@ -9,46 +9,133 @@ the example it came from: long inputs give several windows) and the task's targe
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
 
+from bertkit.data.collate import length_grouped_batches
+from bertkit.errors import BertkitError, suggest
 
-class Task(Protocol):
-    name: str
-    main_metric: str  # the dev metric that picks the best checkpoint (higher is better)
 
-    def read(self, path: str) -> list[dict]:
-        """Examples from a file; malformed records are a BertkitError naming file and line."""
+class Feature(TypedDict, total=False):
+    """One model input (a text, or one window of a long text) and its targets."""
 
-    def read_inputs(self, path: str) -> list[dict]:
+    input_ids: list[int]  # [CLS] ... [SEP] (... [SEP])
+    token_type_ids: list[int]  # 0 for the first segment, 1 for the second
+    example: int  # index of the example it came from (several windows share one)
+    label: Any  # the task's target(s): a class index, a float, per-token labels, a span ...
+
+
+Example = dict[str, Any]
+"""A task's unit of data as its `read` returns it: every task's examples carry `line` and `source` (where
+it was read, for error messages); the rest (text, tokens and tags, question and answers) is the task's own."""
+
+
+class Task:
+    """What the training loop, inference, the server and export need from a task. Every hook has a
+    default; a new task subclasses this, overrides what differs and is added to `TASKS` (or passed
+    to `register_task`), and runs through finetune, evaluate, predict, serve and export unchanged."""
+
+    name: str = "task"
+    main_metric: str = "accuracy"  # the dev metric that picks the best checkpoint (higher is better)
+    metric_scale: float = 1.0  # the main metric's scale (QA's EM/F1 are 0-100): multi-task averages on 0-1
+    labels: list[str] | None = None  # the label set, when the task has one (config.json's id2label)
+    unused_parameters: bool = False  # some parameters get no gradient in some steps (DDP must be told)
+    inputs: tuple[str, ...] = ("text",)  # what one input must hold (`bertkit predict`, the server)
+    optional_inputs: tuple[str, ...] = ("text_b",)  # what it may hold besides
+    windowed: int = 0  # examples split into windows by the last `featurize`
+
+    # --- data -------------------------------------------------------------------------------------
+    def read(self, path: str) -> list[Example]:
+        """Labelled examples from a file; malformed records are a BertkitError naming file and line."""
+        raise NotImplementedError
+
+    def read_inputs(self, path: str) -> list[Example]:
         """Unlabelled examples for `bertkit predict` (labels, if present, are ignored)."""
+        return self.read(path)
 
-    def fit(self, train: list[dict]) -> None:
+    def example(self, record: dict, number: int, source: str = "input") -> Example:
+        """The example for one input given as fields (`inputs` + `optional_inputs`), e.g. from a request."""
+        return {"text": record["text"], "text_b": record.get("text_b") or None, "label": None,
+                "line": number, "source": source}
+
+    def fit(self, train: list[Example]) -> None:
         """Learn what the data defines (the label set) from the training examples."""
 
-    def check(self, examples: list[dict], source: str) -> None:
+    def check(self, examples: list[Example], source: str) -> None:
         """Reject examples the fitted task cannot score (e.g. a dev label train never saw)."""
 
-    def featurize(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
+    def featurize(self, examples: list[Example], tokenizer, max_length: int) -> list[Feature]:
         """Model inputs and targets; an over-long example becomes several overlapping windows."""
+        raise NotImplementedError
 
+    # --- model and loss ---------------------------------------------------------------------------
     def build_model(self, config) -> nn.Module:
         """The head on a fresh encoder (weights are loaded by the caller)."""
+        raise NotImplementedError
 
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    def pretrained_target(self, model: nn.Module) -> nn.Module:
+        """The module a pretrained checkpoint is loaded into (a model with `.bert`)."""
+        return model
 
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's mean loss."""
+        raise NotImplementedError
+
+    def loss_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, int]:
+        """What the loss averages over; the loop sums these over a whole optimiser step."""
+        return {"examples": len(batch["input_ids"])}
+
+    def step_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], totals: dict[str, int]) -> torch.Tensor:
+        """This micro-batch's share of the step's mean loss, given the step's summed `loss_counts`."""
+        return self.loss(model, batch) * (len(batch["input_ids"]) / totals["examples"])
+
+    def train_batches(self, features, batch_size: int, generator: torch.Generator,
+                      lengths: list[int]) -> list[list[int]]:
+        """One epoch's batches (indices into `features`): shuffled, grouped by length."""
+        return length_grouped_batches(lengths, batch_size, generator)
+
+    # --- predictions ------------------------------------------------------------------------------
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> Any:
         """Raw outputs for one batch, on the CPU, ready for `decode`."""
+        raise NotImplementedError
 
-    def decode(self, outputs: list, features: list[dict], examples: list[dict]) -> list[dict]:
+    def decode(self, outputs: list, features: list[Feature], examples: list[Example]) -> list[dict]:
         """One prediction per example (windows merged), JSON-serialisable."""
+        raise NotImplementedError
 
-    def metrics(self, predictions: list[dict], examples: list[dict]) -> dict[str, float]: ...
+    def metrics(self, predictions: list[dict], examples: list[Example]) -> dict[str, float]:
+        raise NotImplementedError
 
+    # --- what a run writes ------------------------------------------------------------------------
     def state(self) -> dict:
-        """What `task.json` stores so the task can be rebuilt for evaluate/predict."""
+        """What `task.json` stores so the task can be rebuilt for evaluate/predict/serve."""
+        return {"task": self.name}
+
+    def label_config(self) -> dict:
+        """config.json's label maps (so transformers' pipelines name the labels)."""
+        if not self.labels:
+            return {}
+        return {"id2label": {str(i): lab for i, lab in enumerate(self.labels)},
+                "label2id": {lab: i for i, lab in enumerate(self.labels)}}
+
+    def parts(self, model: nn.Module, metrics: dict) -> list[tuple[str, Task, nn.Module, dict]]:
+        """(sub-directory, task, model, metrics) of each model directory a run saves: one, in the run's
+        own directory, except for a multi-task run (one per task)."""
+        return [("", self, model, metrics)]
+
+    def tag(self, name: str, examples: list[Example]) -> list[Example]:
+        """The examples of part `name` (see `parts`) as this task takes them: unchanged, except in a
+        multi-task run, which marks each with its task."""
+        return examples
+
+    def report(self, out_dir: Path, predictions: Callable[[], list[dict]], examples: list[Example]) -> None:
+        """Extra files about the best model on the dev examples (classification: confusion.png);
+        `predictions()` computes its predictions, when a report needs them."""
 
 
 def windows(length: int, size: int, stride: int) -> list[tuple[int, int]]:
@@ -74,8 +161,8 @@ def build_input(tokenizer, a: list[int], b: list[int] | None = None) -> tuple[li
     return ids, types
 
 
-# name -> (module, class); modules are imported on use so `bertkit predict` for one task loads only it.
-TASKS = {
+# name -> (module, class), imported on use so `bertkit predict` for one task loads only it; or a class.
+TASKS: dict[str, tuple[str, str] | type[Task]] = {
     "classify": ("bertkit.tasks.classify", "ClassifyTask"),
     "regression": ("bertkit.tasks.classify", "RegressionTask"),
     "ner": ("bertkit.tasks.ner", "NerTask"),
@@ -83,13 +170,15 @@ TASKS = {
 }
 
 
-def get_task(name: str, **kwargs):
+def register_task(name: str, cls: type[Task]) -> None:
+    """Make `cls` available as task `name` (finetune --task NAME, and task.json's "task")."""
+    TASKS[name] = cls
+
+
+def get_task(name: str, **kwargs) -> Task:
     """A task by name (see TASKS); unknown names suggest the closest."""
-    import importlib
-
-    from bertkit.errors import BertkitError, suggest
-
     if name not in TASKS:
         raise BertkitError(f"unknown task `{name}`{suggest(name, TASKS)}; use one of: {', '.join(TASKS)}")
-    module, cls = TASKS[name]
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    entry = TASKS[name]
+    cls = getattr(importlib.import_module(entry[0]), entry[1]) if isinstance(entry, tuple) else entry
+    return cls(**kwargs)

@@ -7,6 +7,7 @@ window is trained with the example's label and at prediction time the windows' l
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from bertkit.data.readers import read_records
 from bertkit.errors import BertkitError
 from bertkit.model import BertForSequenceClassification
-from bertkit.tasks import build_input, windows
+from bertkit.tasks import Task, build_input, windows
 
 log = logging.getLogger("bertkit")
 
@@ -35,6 +36,9 @@ def read_examples(path: str, numeric: bool) -> list[dict]:
             except (TypeError, ValueError):
                 raise BertkitError(f"{path}, line {number}: label {label!r} is not a number; "
                                    "regression needs real-valued labels") from None
+            if not math.isfinite(label):
+                raise BertkitError(f"{path}, line {number}: label {record['label']!r} is not a finite number; "
+                                   "regression needs real-valued labels")
         else:
             label = str(label)
         text_b = record.get("text_b")
@@ -68,7 +72,7 @@ def read_unlabelled(path: str) -> list[dict]:
     return examples
 
 
-class ClassifyTask:
+class ClassifyTask(Task):
     name = "classify"
     main_metric = "accuracy"
     numeric = False
@@ -172,6 +176,13 @@ class ClassifyTask:
     def state(self) -> dict:
         return {"task": self.name, "labels": self.labels}
 
+    def report(self, out_dir, predictions, examples) -> None:
+        """confusion.png: gold labels down, predicted across."""
+        from bertkit.metrics import confusion_matrix, plot_confusion_matrix
+
+        matrix = confusion_matrix([p["label"] for p in predictions()], [e["label"] for e in examples], self.labels)
+        plot_confusion_matrix(matrix, self.labels, out_dir / "confusion.png")
+
 
 class RegressionTask(ClassifyTask):
     """Real-valued labels (STS-B style): one output, mean squared error, Pearson/Spearman."""
@@ -191,6 +202,12 @@ class RegressionTask(ClassifyTask):
         pass
 
     def check(self, examples, source):
+        pass
+
+    def label_config(self) -> dict:
+        return {"id2label": {"0": "score"}, "label2id": {"score": 0}, "problem_type": "regression"}
+
+    def report(self, out_dir, predictions, examples) -> None:
         pass
 
     def target(self, example):

@@ -21,6 +21,7 @@ from torch import nn
 
 from bertkit.data.collate import length_grouped_batches
 from bertkit.errors import BertkitError
+from bertkit.tasks import Task
 
 SAMPLING = ("proportional", "temperature")
 
@@ -38,7 +39,7 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
 
 
-class MultiTask:
+class MultiTask(Task):
     name = "multitask"
     main_metric = "score"  # the mean of the tasks' main metrics
     unused_parameters = True  # a batch trains one head: the others get no gradient in that step
@@ -77,7 +78,8 @@ class MultiTask:
     def build_model(self, config) -> MultiTaskModel:
         return MultiTaskModel({name: task.build_model(config) for name, task in self.tasks.items()})
 
-    def train_batches(self, features: list[dict], batch_size: int, g: torch.Generator) -> list[list[int]]:
+    def train_batches(self, features: list[dict], batch_size: int, g: torch.Generator,
+                      lengths: list[int] | None = None) -> list[list[int]]:
         """One epoch of single-task batches (as many as the tasks have in all), drawn as configured."""
         per_task = []
         for indices in self._split(features):
@@ -136,9 +138,16 @@ class MultiTask:
             task = self.tasks[self.names[t]]
             sub = task.metrics([predictions[i] for i in indices], [examples[i] for i in indices])
             out.update({f"{self.names[t]}.{k}": v for k, v in sub.items() if isinstance(v, (int, float))})
-            mains.append(sub[task.main_metric] / getattr(task, "metric_scale", 1.0))
+            mains.append(sub[task.main_metric] / task.metric_scale)
         out["score"] = statistics.mean(mains)
         return out
+
+    def pretrained_target(self, model: MultiTaskModel) -> nn.Module:
+        return model.heads[self.names[0]]  # its `bert` is every head's
+
+    def parts(self, model: MultiTaskModel, metrics: dict) -> list:
+        split = self.per_task(metrics)
+        return [(name, self.tasks[name], model.heads[name], split[name]) for name in self.names]
 
     def per_task(self, metrics: dict) -> dict[str, dict]:
         """Split `{task}.{metric}` keys back into one dict per task."""

@@ -30,11 +30,18 @@ from seqeval.scheme import IOB2, IOBES, Entities
 
 from bertkit.data.collate import IGNORE
 from bertkit.data.readers import read_lines
-from bertkit.data.tagging import (is_json_lines, json_lines, make_example, read_cluener, read_conll,
-                                  split_words, token_line)
+from bertkit.data.tagging import (
+    is_json_lines,
+    json_lines,
+    make_example,
+    read_cluener,
+    read_conll,
+    split_words,
+    token_line,
+)
 from bertkit.errors import BertkitError, suggest
 from bertkit.model import BertForTokenClassification
-from bertkit.tasks import build_input, windows
+from bertkit.tasks import Task, build_input, windows
 from bertkit.tasks.crf import CRF, SCHEMES, allowed_transitions
 
 log = logging.getLogger("bertkit")
@@ -80,11 +87,12 @@ def _fill(n: int, predicted: dict[int, str]) -> list[str]:
     return tags
 
 
-class NerTask:
+class NerTask(Task):
     """Tag words with BIO / BIOES labels; `head="crf"` adds transition scores and Viterbi decoding."""
 
     name = "ner"
     main_metric = "f1"
+    optional_inputs = ()
 
     def __init__(self, labels: list[str] | None = None, head: str = "softmax", scheme: str | None = None):
         if head not in HEADS:
@@ -115,6 +123,11 @@ class NerTask:
         if not examples:
             raise BertkitError(f"{path} holds no texts: write one text a line")
         return examples
+
+    def example(self, record: dict, number: int, source: str = "input") -> dict:
+        text = record["text"]
+        spans = split_words(text)
+        return make_example([text[s:e] for s, e in spans], None, text, spans, number, source, "text")
 
     def fit(self, train: list[dict]) -> None:
         if self.scheme is None:

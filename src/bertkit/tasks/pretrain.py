@@ -25,6 +25,7 @@ from torch import nn
 
 from bertkit.data.collate import IGNORE
 from bertkit.model import BertForPreTraining
+from bertkit.tasks import Task
 
 
 def trim_masked(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +50,7 @@ def freeze_nsp(model: BertForPreTraining) -> list[str]:
     return names
 
 
-class PretrainTask:
+class PretrainTask(Task):
     """MLM + NSP loss for training; MLM accuracy, loss and perplexity and NSP accuracy for evaluation.
 
     For evaluation each held-out instance is one "example" (the features carry `example`: their
@@ -89,6 +90,9 @@ class PretrainTask:
         if self.nsp:
             loss = loss + F.cross_entropy(nsp.float(), batch["nsp_label"], reduction="sum") / counts["examples"]
         return loss
+
+    def step_loss(self, model, batch, totals: dict) -> torch.Tensor:
+        return self.loss(model, batch, totals)  # already normalised by the step's counts
 
     @torch.no_grad()
     def forward(self, model, batch) -> dict[str, torch.Tensor]:

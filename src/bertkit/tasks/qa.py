@@ -23,7 +23,6 @@ predicted when it beats the best span (threshold 0).
 from __future__ import annotations
 
 import bisect
-import json
 import logging
 import math
 from collections import defaultdict
@@ -33,10 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bertkit.data.readers import read_records
+from bertkit.data.readers import parse_json, read_records
 from bertkit.errors import BertkitError
 from bertkit.model import BertForQuestionAnswering
-from bertkit.tasks import build_input
+from bertkit.tasks import Task, build_input
 
 log = logging.getLogger("bertkit")
 
@@ -53,12 +52,11 @@ def _squad_json(p: Path):
     if not raw.strip():
         raise BertkitError(f"{p} is empty: expected {SHAPE}")
     try:
-        data = json.loads(raw.decode("utf-8-sig"))
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise BertkitError(f"{p}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
-    except json.JSONDecodeError as e:
-        raise BertkitError(f"{p}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); expected "
-                           f"{SHAPE}, or name the file .jsonl for one question a line") from None
+    data = parse_json(text, str(p), f"expected {SHAPE}, or name the file .jsonl for one question a line",
+                      whole_file=True)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise BertkitError(f"{p}: no `data` list at the top; expected {SHAPE}")
     for i, article in enumerate(data["data"]):
@@ -79,7 +77,7 @@ def _field(record, key: str, kind: type, p, where: str):
     if not isinstance(record, dict) or key not in record:
         found = ", ".join(record) if isinstance(record, dict) else type(record).__name__
         raise BertkitError(f"{p}, {where}: missing `{key}` (found: {found}); add it, as in {SHAPE}")
-    if not isinstance(record[key], kind):
+    if not isinstance(record[key], kind) or (kind is int and isinstance(record[key], bool)):
         raise BertkitError(f"{p}, {where}: `{key}` should be a {kind.__name__}, got "
                            f"{type(record[key]).__name__} {str(record[key])[:40]!r}; fix it, as in {SHAPE}")
     return record[key]
@@ -182,10 +180,12 @@ def _top(x: np.ndarray, k: int) -> np.ndarray:
 
 
 # --- The task ---------------------------------------------------------------------------------------
-class QATask:
+class QATask(Task):
     name = "qa"
     main_metric = "f1"
     metric_scale = 100.0  # EM and F1 are percentages, as in the SQuAD scripts
+    inputs = ("question", "context")
+    optional_inputs = ("id",)
 
     def __init__(self, labels=None, doc_stride: int = 128, max_query_length: int = 64,
                  max_answer_length: int = 30, n_best: int = 20, version: str | None = None):
@@ -206,6 +206,10 @@ class QATask:
 
     def read_inputs(self, path: str) -> list[dict]:
         return read_squad(path, labelled=False)
+
+    def example(self, record: dict, number: int, source: str = "input") -> dict:
+        return {"id": str(record.get("id") or f"input-{number}"), "question": record["question"],
+                "context": record["context"], "answers": [], "impossible": False, "line": f"input {number}", "source": source}
 
     def fit(self, train: list[dict]) -> None:
         if self.version is None:  # SQuAD 2.0 = there are unanswerable questions to learn

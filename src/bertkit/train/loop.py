@@ -16,14 +16,14 @@ trains on its slice of each, the loss is normalised by global counts, and only r
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
-import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,9 @@ import torch
 from tqdm import tqdm
 
 from bertkit.config import option
-from bertkit.data.collate import collate, length_grouped_batches, sorted_batches
+from bertkit.data.collate import collate
 from bertkit.errors import BertkitError
+from bertkit.inference import evaluate
 from bertkit.outputs import atomic_path
 from bertkit.train import distributed
 from bertkit.train.optim import OPTIMIZERS, build_optimizer, linear_schedule
@@ -66,7 +67,7 @@ class TrainConfig:
     patience: int = option(0, "stop after N evaluations without improvement (0: never stop early)",
                            at_least=0)
     checkpoint_every: int = option(200, "write a resumable checkpoint every N optimiser steps", at_least=1)
-    seed: int = option(42, "seed for initialisation, dropout and data order")
+    seed: int = option(42, "seed for initialisation, dropout and data order", at_least=0, at_most=2**32 - 1)
     log_every: int = option(20, "log the training loss every N optimiser steps", at_least=1)
     precision: str = option("fp32", "fp32, or mixed precision: bf16 (autocast; GPUs since Ampere, CPUs with "
                             "AMX/AVX512-BF16) or fp16 (autocast with dynamic loss scaling; CUDA only)",
@@ -121,24 +122,16 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-@torch.no_grad()
-def predict(model, task, features: list[dict], examples: list[dict], batch_size: int = 64,
-            pad_id: int = 0, device="cpu", progress: bool = False) -> list[dict]:
-    """The task's predictions for `examples` (features run longest first, results put back in order)."""
-    was_training = model.training
-    model.eval()
-    groups = [f["task"] for f in features] if features and "task" in features[0] else None
-    batches = sorted_batches([len(f["input_ids"]) for f in features], batch_size, groups)
-    order, outputs = [], []
-    for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress, leave=False):
-        outputs.append(task.forward(model, _to(collate([features[i] for i in idx], pad_id), device)))
-        order += idx
-    model.train(was_training)
-    return task.decode(outputs, [features[i] for i in order], examples)
+@dataclass
+class Position:
+    """Where a run is: what a checkpoint records besides the weights and optimiser state."""
 
-
-def evaluate(model, task, features, examples, batch_size=64, pad_id=0, device="cpu") -> dict[str, float]:
-    return task.metrics(predict(model, task, features, examples, batch_size, pad_id, device), examples)
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # micro-batches of the current epoch done
+    step: int = 0  # optimiser steps done
+    best: float | None = None  # the best dev main metric so far
+    best_metrics: dict = field(default_factory=dict)  # every dev metric at that evaluation
+    bad_evals: int = 0  # evaluations since the best (early stopping)
 
 
 class Trainer:
@@ -159,7 +152,7 @@ class Trainer:
         self.last_metrics: dict = {}  # the latest evaluation (pretraining reports the last, not the best)
 
     def fit(self, train_features, dev_features, dev_examples, resume: bool = False,
-            stop_after_steps: int | None = None, lengths=None) -> dict:
+            lengths=None) -> dict:
         """Train and return the best dev metrics (on rank 0; {} on the other processes).
 
         `train_features`: a sequence of features, or a function `epoch -> sequence` (see the module
@@ -176,12 +169,9 @@ class Trainer:
                                f"gives micro-batches of {micro}, fewer than the {world} processes; pass "
                                f"--train.batch-size {world * cfg.grad_accum} or more")
 
-        # A task may order its own batches (multi-task sampling); the default groups by length.
+        # The task orders the batches (by default grouped by length; multi-task sampling its own way).
         def sampler(features, g: torch.Generator) -> list[list[int]]:
-            if hasattr(self.task, "train_batches"):
-                batches = self.task.train_batches(features, micro, g)
-            else:
-                batches = length_grouped_batches(lengths, micro, g)
+            batches = self.task.train_batches(features, micro, g, lengths)
             # A short last batch that cannot give every process an example is dropped.
             return [b for b in batches if len(b) >= world]
 
@@ -195,16 +185,16 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         pos = self._start(optimizer, scheduler, resume)
         # what losses are computed through (DDP when distributed)
-        loss_of = distributed.wrap(self.model, self.device, getattr(self.task, "unused_parameters", False))
+        loss_of = distributed.wrap(self.model, self.device, self.task.unused_parameters)
         self.model.train()
-        bar = tqdm(total=total, initial=pos["step"], desc="train", unit="step", disable=not self.dist.is_main)
+        bar = tqdm(total=total, initial=pos.step, desc="train", unit="step", disable=not self.dist.is_main)
         start, tokens, running = time.perf_counter(), 0, []
-        stop = pos["step"] >= total
+        stop = pos.step >= total
         while not stop:
-            features = features_at(pos["epoch"])
-            batches = sampler(features, torch.Generator().manual_seed(cfg.seed + pos["epoch"]))
-            while pos["batch"] < len(batches):
-                group = batches[pos["batch"]: pos["batch"] + cfg.grad_accum]
+            features = features_at(pos.epoch)
+            batches = sampler(features, torch.Generator().manual_seed(cfg.seed + pos.epoch))
+            while pos.batch < len(batches):
+                group = batches[pos.batch: pos.batch + cfg.grad_accum]
                 micro_batches = [_to(collate([features[i] for i in idx[rank::world]], self.pad_id), self.device)
                                  for idx in group]
                 loss_sum = self._backward(loss_of, micro_batches)
@@ -216,35 +206,35 @@ class Trainer:
                 self.scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                pos["batch"] += len(group)
-                pos["step"] += 1
+                pos.batch += len(group)
+                pos.step += 1
                 running.append(loss_sum)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
                                 tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
-                if pos["step"] % cfg.log_every == 0:
-                    self._log({"step": pos["step"], "epoch": pos["epoch"] + pos["batch"] / len(batches),
+                if pos.step % cfg.log_every == 0:
+                    self._log({"step": pos.step, "epoch": pos.epoch + pos.batch / len(batches),
                                "loss": sum(running) / len(running), "lr": scheduler.get_last_lr()[0]})
                     running = []
-                end_of_epoch = pos["batch"] >= len(batches)
-                last = pos["step"] >= total
-                if (cfg.eval_every and pos["step"] % cfg.eval_every == 0) or (end_of_epoch and not cfg.eval_every) \
+                end_of_epoch = pos.batch >= len(batches)
+                last = pos.step >= total
+                if (cfg.eval_every and pos.step % cfg.eval_every == 0) or (end_of_epoch and not cfg.eval_every) \
                         or last:
                     stop = self._evaluate(pos, dev_features, dev_examples)
                 if end_of_epoch:
-                    pos["epoch"], pos["batch"] = pos["epoch"] + 1, 0
-                if end_of_epoch or stop or last or pos["step"] % cfg.checkpoint_every == 0:
+                    pos.epoch, pos.batch = pos.epoch + 1, 0
+                if end_of_epoch or stop or last or pos.step % cfg.checkpoint_every == 0:
                     self._checkpoint(optimizer, scheduler, pos)
-                if stop or last or (stop_after_steps is not None and pos["step"] >= stop_after_steps):
+                if last:
                     stop = True
                 if stop or end_of_epoch:  # a new epoch draws a new batch order
                     break
         bar.close()
         if self.dist.is_main:
             self._plot()
-        return pos["best_metrics"]
+        return pos.best_metrics
 
-    def _start(self, optimizer, scheduler, resume: bool) -> dict:
+    def _start(self, optimizer, scheduler, resume: bool) -> Position:
         """The position to start from: the checkpoint's (weights, optimiser, scheduler and RNG states
         restored) when resuming, else the beginning."""
         if resume and self.state_path.is_file():
@@ -254,17 +244,17 @@ class Trainer:
             scheduler.load_state_dict(state["scheduler"])
             if "scaler" in state and self.scaler.is_enabled():
                 self.scaler.load_state_dict(state["scaler"])
-            pos = state["position"]
-            self._restore_rng(state, pos["step"])
+            pos = Position(**state["position"])
+            self._restore_rng(state, pos.step)
             if self.dist.is_main:
-                log.info("resumed from %s at step %d (epoch %d)", self.state_path, pos["step"], pos["epoch"] + 1)
-                self._truncate_log(pos["step"])
+                log.info("resumed from %s at step %d (epoch %d)", self.state_path, pos.step, pos.epoch + 1)
+                self._truncate_log(pos.step)
             return pos
         if not resume and self.dist.is_main:
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
         if self.dist.rank > 0:
             set_seed(_rank_seed(self.cfg.seed, self.dist.rank, 0))
-        return {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_metrics": {}, "bad_evals": 0}
+        return Position()
 
     def _backward(self, loss_of, micro_batches: list[dict]) -> float:
         """Forward and backward over one optimiser step's micro-batches; the step's mean loss.
@@ -275,20 +265,16 @@ class Trainer:
         global batch, however it is split into micro-batches and processes.
         """
         world = self.dist.world_size
-        counted = hasattr(self.task, "loss_counts")
-        counts = [self.task.loss_counts(b) if counted else {"examples": len(b["input_ids"])} for b in micro_batches]
+        counts = [self.task.loss_counts(b) for b in micro_batches]
         keys = list(counts[0])
         totals = dict(zip(keys, distributed.all_reduce_sum([sum(c[k] for c in counts) for k in keys], self.device)))
         loss_sum = 0.0
-        for i, (batch, count) in enumerate(zip(micro_batches, counts)):
+        for i, batch in enumerate(micro_batches):
             # gradients are averaged over processes once, after the step's last micro-batch
             sync = world == 1 or i == len(micro_batches) - 1
             with nullcontext() if sync else loss_of.no_sync():
                 with autocast(self.cfg.precision, self.device):
-                    if counted:
-                        loss = loss_of(self.task.loss, batch, totals)
-                    else:  # gradient accumulation: losses weighted by micro-batch size
-                        loss = loss_of(self.task.loss, batch) * (count["examples"] / totals["examples"])
+                    loss = loss_of(self.task.step_loss, batch, totals)
                 if world > 1:
                     loss = loss * world  # DistributedDataParallel divides the summed gradients by `world`
                 self.scaler.scale(loss).backward()
@@ -313,17 +299,17 @@ class Trainer:
         self.model.train()
         self.last_metrics = metrics
         score = metrics[self.task.main_metric]
-        self._log({"step": pos["step"], "epoch": pos["epoch"] + 1, "dev": metrics})
+        self._log({"step": pos.step, "epoch": pos.epoch + 1, "dev": metrics})
         shown = [k for k, v in metrics.items() if isinstance(v, float)][:6]  # per-type NER keys go to the file
-        log.info("step %d: dev %s", pos["step"], ", ".join(f"{k} {metrics[k]:.4f}" for k in shown))
-        if pos["best"] is None or score > pos["best"]:
-            pos.update(best=score, best_metrics=metrics, bad_evals=0)
+        log.info("step %d: dev %s", pos.step, ", ".join(f"{k} {metrics[k]:.4f}" for k in shown))
+        if pos.best is None or score > pos.best:
+            pos.best, pos.best_metrics, pos.bad_evals = score, metrics, 0
             self.save_best(self.model, metrics)
             return False
-        pos["bad_evals"] += 1
-        if self.cfg.patience and pos["bad_evals"] >= self.cfg.patience:
+        pos.bad_evals += 1
+        if self.cfg.patience and pos.bad_evals >= self.cfg.patience:
             log.info("early stopping: %s has not improved for %d evaluations", self.task.main_metric,
-                     pos["bad_evals"])
+                     pos.bad_evals)
             return True
         return False
 
@@ -335,7 +321,7 @@ class Trainer:
             return
         self.state_path.parent.mkdir(exist_ok=True)
         state = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": rngs[0], "position": dict(pos)}
+                 "scheduler": scheduler.state_dict(), "rng": rngs[0], "position": dataclasses.asdict(pos)}
         if self.scaler.is_enabled():
             state["scaler"] = self.scaler.state_dict()
         if len(rngs) > 1:
