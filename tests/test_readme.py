@@ -5,6 +5,7 @@ Every command line in the README's ```sh blocks is either run here (`RUN`, in a 
 the paths adapted) or named in `SKIPPED` with the reason, so a new command in the README is a test
 failure until it is placed in one or the other.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,11 @@ SKIPPED = [
     ("make setup && .venv/bin/python -m pytest", "runs this suite"),
     ("python3 -m venv", "installing takes minutes and the network"),
     (".venv/bin/pip install", "installing takes minutes and the network"),
-    ("bertkit serve", "a server runs until stopped; test_serve_readme.py serves MiniLM and runs the Serve "
-                      "section's curl commands against it"),
+    (
+        "bertkit serve",
+        "a server runs until stopped; test_serve_readme.py serves MiniLM and runs the Serve "
+        "section's curl commands against it",
+    ),
     ("curl ", "run as written by test_serve_readme.py, against a live server"),
 ]
 
@@ -69,8 +73,9 @@ def bertkit(command: str, cwd: Path, substitutions: dict[str, str] | None = None
     words = shlex.split(command)
     assert words[0] == "bertkit", command
     words = [(substitutions or {}).get(w, w) for w in words[1:]]
-    done = subprocess.run([sys.executable, "-m", "bertkit.cli.main", *words], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "bertkit.cli.main", *words], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -97,8 +102,9 @@ def tiny_mr(tmp_path, tiny_dir, mr_dir):
     train = slice_tsv(mr_dir / "train.tsv", tmp_path / "train.tsv", 24)
     dev = slice_tsv(mr_dir / "dev.tsv", tmp_path / "dev.tsv", 8)
     (tmp_path / "reviews.txt").write_text("a gorgeous film\na dull film\n", encoding="utf-8")
-    (tmp_path / "sentences.txt").write_text("This is an example sentence\nEach sentence is converted\n",
-                                            encoding="utf-8")
+    (tmp_path / "sentences.txt").write_text(
+        "This is an example sentence\nEach sentence is converted\n", encoding="utf-8"
+    )
     return {"minilm": str(tiny_dir), "mr:train": str(train), "mr:dev": str(dev)}
 
 
@@ -107,8 +113,9 @@ def test_readme_commands_and_python_run_as_written(tmp_path, tiny_mr, minilm_dir
         if command in NEEDS_NO_DATA:
             continue
         if command.startswith("bertkit finetune --task"):
-            out = bertkit(command + " --max-length 48 --train.epochs 1 --train.batch-size 16 --device cpu",
-                          tmp_path, tiny_mr)
+            out = bertkit(
+                command + " --max-length 48 --train.epochs 1 --train.batch-size 16 --device cpu", tmp_path, tiny_mr
+            )
             assert "accuracy" in json.loads(out)
         elif command.startswith("bertkit fetch minilm mr"):
             assert bertkit(command, tmp_path).split() == [str(minilm_dir), str(mr_dir)]
@@ -125,8 +132,7 @@ def test_readme_commands_and_python_run_as_written(tmp_path, tiny_mr, minilm_dir
 
     (snippet,) = python_blocks(README.read_text(encoding="utf-8"))
     assert len(snippet.strip().splitlines()) <= 5, snippet
-    done = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "'label'" in done.stdout and "a dull film" in done.stdout
 
@@ -136,15 +142,16 @@ def test_python_api_guide_runs(tmp_path, tiny_mr, minilm_dir, mr_dir):
     snippet needs a running server; test_serve_http covers the client)."""
     text = (ROOT / "docs" / "python-api.md").read_text(encoding="utf-8")
     code = "\n".join(b for b in python_blocks(text) if "Client(" not in b)
-    for old, new in {'model="minilm", dev="mr:dev"': f'model={tiny_mr["minilm"]!r}, dev={tiny_mr["mr:dev"]!r}',
-                     'data="mr:train", epochs=2': f'data={tiny_mr["mr:train"]!r}, epochs=1',
-                     '"configs/mr.yaml"': repr(str(ROOT / "configs" / "mr.yaml")),
-                     '"mr:test"': repr(tiny_mr["mr:dev"])}.items():
+    for old, new in {
+        'model="minilm", dev="mr:dev"': f"model={tiny_mr['minilm']!r}, dev={tiny_mr['mr:dev']!r}",
+        'data="mr:train", epochs=2': f"data={tiny_mr['mr:train']!r}, epochs=1",
+        '"configs/mr.yaml"': repr(str(ROOT / "configs" / "mr.yaml")),
+        '"mr:test"': repr(tiny_mr["mr:dev"]),
+    }.items():
         assert old in code, f"docs/python-api.md no longer has {old}: update this test"
         code = code.replace(old, new)
     code += "\nassert v.shape == (1, 384) and abs(float(v[0, 0]) - 0.0677) < 1e-3, v[0, :2]\n"
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "runs" / "mr" / "task.json").is_file()
     assert (tmp_path / "runs" / "minilm-2labels" / "vocab.txt").is_file()
@@ -160,9 +167,12 @@ def test_readme_is_short():
 def test_the_project_speaks_of_itself_only():
     """No development history: README, docs, configs and bench results say what is, not how it came."""
     pattern = re.compile(r"\bsession[ -]|\bthis session\b", re.I)
-    found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}"
-             for p in [README, ROOT / "bench" / "results.md", *DOCS, *CONFIGS]
-             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    found = [
+        f"{p.relative_to(ROOT)}:{n}: {line.strip()}"
+        for p in [README, ROOT / "bench" / "results.md", *DOCS, *CONFIGS]
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert not found, "\n".join(found)
 
 
