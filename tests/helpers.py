@@ -1,4 +1,5 @@
 """Small builders shared by the fine-tuning, serving and export tests (fixtures live in conftest.py)."""
+
 from __future__ import annotations
 
 import csv
@@ -28,6 +29,26 @@ def head_conll(src: Path, dst: Path, sentences: int) -> Path:
 
 
 def run_finetune(tiny_dir, train, dev, out, *extra) -> int:
-    return cli(["finetune", "--task", "classify", "--model", str(tiny_dir), "--train", str(train),
-                "--dev", str(dev), "--output", str(out), "--max-length", "48", "--train.batch-size=16",
-                "--train.lr=1e-3", "--train.log-every=1", "--device", "cpu", *extra])
+    return cli(
+        [
+            "finetune",
+            "--task",
+            "classify",
+            "--model",
+            str(tiny_dir),
+            "--train",
+            str(train),
+            "--dev",
+            str(dev),
+            "--output",
+            str(out),
+            "--max-length",
+            "48",
+            "--train.batch-size=16",
+            "--train.lr=1e-3",
+            "--train.log-every=1",
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )

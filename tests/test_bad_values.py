@@ -4,6 +4,7 @@ code 2 and one line on stderr naming the option, the value and the allowed range
 The model, data and output paths do not exist, so the range must be checked before any of them is
 opened: were it checked later, the error would be a `not found` instead, and nothing may be written.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,18 @@ from bertkit.cli.main import main
 
 # Each verb with its required options, every path missing (MISSING is replaced by tmp_path / "missing").
 BASE = {
-    "finetune": ["--task", "classify", "--model", "MISSING", "--train", "MISSING/train.tsv", "--dev",
-                 "MISSING/dev.tsv", "--output", "MISSING/out"],
+    "finetune": [
+        "--task",
+        "classify",
+        "--model",
+        "MISSING",
+        "--train",
+        "MISSING/train.tsv",
+        "--dev",
+        "MISSING/dev.tsv",
+        "--output",
+        "MISSING/out",
+    ],
     "pretrain": ["--data", "MISSING", "--output", "MISSING/out", "--model-size", "tiny", "--vocab", "MISSING"],
     "pretrain-data": ["--input", "MISSING/a.txt", "--vocab", "MISSING", "--output", "MISSING/out"],
     "vocab": ["--corpus", "MISSING/a.txt", "--output", "MISSING/vocab.txt"],
@@ -114,10 +125,12 @@ def _run(tmp_path, capsys, verb: str, flag: str, value: str) -> tuple[int, str, 
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("verb, flag, value, shown, bound", BAD_VALUES,
-                         ids=[f"{v} --{f} {x}" for v, f, x, _, _ in BAD_VALUES])
-def test_a_value_outside_the_range_is_one_line_before_anything_is_loaded(tmp_path, capsys, verb, flag, value,
-                                                                          shown, bound):
+@pytest.mark.parametrize(
+    "verb, flag, value, shown, bound", BAD_VALUES, ids=[f"{v} --{f} {x}" for v, f, x, _, _ in BAD_VALUES]
+)
+def test_a_value_outside_the_range_is_one_line_before_anything_is_loaded(
+    tmp_path, capsys, verb, flag, value, shown, bound
+):
     code, out, err = _run(tmp_path, capsys, verb, flag, value)
     assert (code, out) == (2, "")
     assert err == f"bertkit {verb}: error: `--{flag}` is {shown}; it must be {bound}\n"

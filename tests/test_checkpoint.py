@@ -1,4 +1,5 @@
 """Model directories: round trips through transformers and bertkit, legacy files, bad files."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,14 @@ from bertkit import model as M
 from bertkit.checkpoint import load_model, load_weights, read_state_dict, save_model
 from bertkit.errors import BertkitError
 
-TINY = dict(vocab_size=101, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=48, max_position_embeddings=40)
+TINY = dict(
+    vocab_size=101,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=48,
+    max_position_embeddings=40,
+)
 
 
 def randomised(model):
@@ -31,13 +38,16 @@ IDS = torch.tensor([[2, 7, 9, 33, 3, 0], [2, 14, 15, 16, 17, 3]])
 MASK = (IDS != 0).long()
 
 
-@pytest.mark.parametrize("ours_cls,hf_cls,kwargs,field", [
-    (M.BertModel, transformers.BertModel, {}, "last_hidden_state"),
-    (M.BertForPreTraining, transformers.BertForPreTraining, {}, "prediction_logits"),
-    (M.BertForSequenceClassification, transformers.BertForSequenceClassification, {"num_labels": 3}, "logits"),
-    (M.BertForTokenClassification, transformers.BertForTokenClassification, {"num_labels": 4}, "logits"),
-    (M.BertForQuestionAnswering, transformers.BertForQuestionAnswering, {}, "start_logits"),
-])
+@pytest.mark.parametrize(
+    "ours_cls,hf_cls,kwargs,field",
+    [
+        (M.BertModel, transformers.BertModel, {}, "last_hidden_state"),
+        (M.BertForPreTraining, transformers.BertForPreTraining, {}, "prediction_logits"),
+        (M.BertForSequenceClassification, transformers.BertForSequenceClassification, {"num_labels": 3}, "logits"),
+        (M.BertForTokenClassification, transformers.BertForTokenClassification, {"num_labels": 4}, "logits"),
+        (M.BertForQuestionAnswering, transformers.BertForQuestionAnswering, {}, "start_logits"),
+    ],
+)
 def test_save_then_load_with_transformers_and_bertkit(tmp_path, ours_cls, hf_cls, kwargs, field):
     ours = randomised(ours_cls(M.BertConfig(**TINY), **kwargs))
     save_model(ours, tmp_path)
@@ -65,8 +75,10 @@ def test_transformers_directory_loads_into_bertkit(tmp_path):
 
 def test_legacy_pytorch_bin_with_gamma_beta_names(tmp_path):
     hf = randomised(transformers.BertModel(transformers.BertConfig(**TINY)))
-    state = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-             for k, v in hf.state_dict().items()}
+    state = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in hf.state_dict().items()
+    }
     torch.save(state, tmp_path / "pytorch_model.bin")
     (tmp_path / "config.json").write_text(json.dumps(TINY))
     ours = load_model(tmp_path)

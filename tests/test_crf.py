@@ -1,4 +1,5 @@
 """The CRF against brute-force enumeration, plus worked examples of the BIO and BIOES rules."""
+
 from __future__ import annotations
 
 import itertools
@@ -62,21 +63,26 @@ def is_valid(tags: list[str], scheme: str) -> bool:
     return not (scheme == "BIOES" and prev != "O" and prev[0] in "BI")
 
 
-@pytest.mark.parametrize("labels,scheme", [
-    (["O", "B-PER", "I-PER"], "BIO"),
-    (["O", "B-A", "I-A", "B-B"], "BIO"),
-    (BIO5, "BIO"),
-    (["O", "B-X", "E-X", "S-X"], "BIOES"),
-    (BIOES5, "BIOES"),
-])
+@pytest.mark.parametrize(
+    "labels,scheme",
+    [
+        (["O", "B-PER", "I-PER"], "BIO"),
+        (["O", "B-A", "I-A", "B-B"], "BIO"),
+        (BIO5, "BIO"),
+        (["O", "B-X", "E-X", "S-X"], "BIOES"),
+        (BIOES5, "BIOES"),
+    ],
+)
 def test_loss_and_viterbi_match_brute_force(labels, scheme):
     crf = random_crf(labels, scheme, seed=len(labels))
     lengths = [4, 1, 3, 2]  # varying lengths in one batch
     B, T, L = len(lengths), max(lengths), len(labels)
     g = torch.Generator().manual_seed(1)
     emissions = (2 * torch.randn(B, T, L, generator=g)).requires_grad_()
-    valid = {n: [p for p in itertools.product(range(L), repeat=n)
-                 if is_valid([labels[j] for j in p], scheme)] for n in set(lengths)}
+    valid = {
+        n: [p for p in itertools.product(range(L), repeat=n) if is_valid([labels[j] for j in p], scheme)]
+        for n in set(lengths)
+    }
     tags = torch.zeros(B, T, dtype=torch.long)  # a random valid gold path per row, 0 on padding
     for b, n in enumerate(lengths):
         tags[b, :n] = torch.tensor(valid[n][torch.randint(len(valid[n]), (), generator=g)])
@@ -155,8 +161,9 @@ def test_allowed_transitions_bioes_worked_example():
     assert end.int().tolist() == [1, 0, 0, 1, 1, 1]
 
 
-@pytest.mark.parametrize("label,scheme", [("X-PER", "BIO"), ("E-PER", "BIO"), ("PER", "BIO"),
-                                          ("B-", "BIOES"), ("M-PER", "BIOES")])
+@pytest.mark.parametrize(
+    "label,scheme", [("X-PER", "BIO"), ("E-PER", "BIO"), ("PER", "BIO"), ("B-", "BIOES"), ("M-PER", "BIOES")]
+)
 def test_unknown_label_prefix_names_the_label(label, scheme):
     with pytest.raises(BertkitError, match=f"`{label}`"):
         CRF(["O", "B-PER", label], scheme)
@@ -192,8 +199,9 @@ def test_viterbi_repairs_invalid_argmax_by_hand():
     assert crf.decode(e) == [[1, 2]]  # (B-PER, I-PER)
 
 
-@pytest.mark.parametrize("scheme,labels,boost", [("BIO", BIO5, 4.0), ("BIO", BIO5, 1e6),
-                                                 ("BIOES", BIOES5, 4.0), ("BIOES", BIOES5, 1e6)])
+@pytest.mark.parametrize(
+    "scheme,labels,boost", [("BIO", BIO5, 4.0), ("BIO", BIO5, 1e6), ("BIOES", BIOES5, 4.0), ("BIOES", BIOES5, 1e6)]
+)
 def test_viterbi_never_invalid_on_random_rows(scheme, labels, boost):
     crf = random_crf(labels, scheme, seed=3)
     B, T = 1000, 12
@@ -208,8 +216,7 @@ def test_viterbi_never_invalid_on_random_rows(scheme, labels, boost):
     assert bad == []
     # The argmax alone would be invalid for most rows, so the test does exercise the repair.
     argmax = emissions.argmax(-1).tolist()
-    assert sum(not is_valid([labels[j] for j in row[:n]], scheme)
-               for row, n in zip(argmax, lengths.tolist())) > 900
+    assert sum(not is_valid([labels[j] for j in row[:n]], scheme) for row, n in zip(argmax, lengths.tolist())) > 900
 
 
 def test_adam_learns_toy_problem_and_never_learns_forbidden_moves():
@@ -257,13 +264,22 @@ def _crf_models():
     from bertkit.tasks import get_task
     from bertkit.tasks.multitask import MultiTask
 
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=32)
-    for task in (get_task("ner", head="crf"),
-                 MultiTask({"a": get_task("classify"), "b": get_task("ner", head="crf")})):
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
+    for task in (get_task("ner", head="crf"), MultiTask({"a": get_task("classify"), "b": get_task("ner", head="crf")})):
         for sub in getattr(task, "tasks", {"": task}).values():
-            sub.fit([{"tokens": ["x"], "tags": lab, "label": lab[0], "source": "t", "line": 1}
-                     for lab in (["B-PER"], ["O"])])
+            sub.fit(
+                [
+                    {"tokens": ["x"], "tags": lab, "label": lab[0], "source": "t", "line": 1}
+                    for lab in (["B-PER"], ["O"])
+                ]
+            )
         yield task.build_model(config)
 
 

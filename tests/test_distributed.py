@@ -1,6 +1,7 @@
 """Data-parallel pretraining with torchrun on CPU (gloo): 2 processes with 8 examples each take the same
 steps as 1 process with 16, and a 2-process checkpoint resumes in 1 process. Dropout is off, so the
 only difference between the runs is the order of float additions."""
+
 from __future__ import annotations
 
 import json
@@ -25,19 +26,57 @@ def data(tmp_path_factory, corpus_en_dir, minilm_dir) -> Path:
     """NSP pairs from the first 30 SQuAD paragraphs of corpus-en, MiniLM's vocab."""
     d = tmp_path_factory.mktemp("dist")
     text = d / "en.txt"
-    text.write_text("\n".join((corpus_en_dir / "corpus.txt").read_text(encoding="utf-8").splitlines()[:30]) + "\n",
-                    encoding="utf-8")
-    assert cli(["pretrain-data", "--input", str(text), "--vocab", "minilm", "--output", str(d / "data"),
-                "--max-seq-length", "32", "--max-predictions", "5", "--dupe-factor", "1"]) == 0
+    text.write_text(
+        "\n".join((corpus_en_dir / "corpus.txt").read_text(encoding="utf-8").splitlines()[:30]) + "\n", encoding="utf-8"
+    )
+    assert (
+        cli(
+            [
+                "pretrain-data",
+                "--input",
+                str(text),
+                "--vocab",
+                "minilm",
+                "--output",
+                str(d / "data"),
+                "--max-seq-length",
+                "32",
+                "--max-predictions",
+                "5",
+                "--dupe-factor",
+                "1",
+            ]
+        )
+        == 0
+    )
     return d / "data"
 
 
 def _args(data: Path, out: Path) -> list[str]:
-    return ["pretrain", "--model-size", "tiny", "--vocab", "minilm", "--config-overrides.hidden-size=32",
-            "--config-overrides.num-attention-heads=2", "--config-overrides.hidden-dropout-prob=0",
-            "--config-overrides.attention-probs-dropout-prob=0", "--data", str(data), "--output", str(out),
-            "--train.batch-size=16", "--train.lr=1e-3", "--train.log-every=1", f"--train.max-steps={STEPS}",
-            "--train.checkpoint-every=1", "--train.eval-every=20", "--eval-instances=8", "--device", "cpu"]
+    return [
+        "pretrain",
+        "--model-size",
+        "tiny",
+        "--vocab",
+        "minilm",
+        "--config-overrides.hidden-size=32",
+        "--config-overrides.num-attention-heads=2",
+        "--config-overrides.hidden-dropout-prob=0",
+        "--config-overrides.attention-probs-dropout-prob=0",
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--train.batch-size=16",
+        "--train.lr=1e-3",
+        "--train.log-every=1",
+        f"--train.max-steps={STEPS}",
+        "--train.checkpoint-every=1",
+        "--train.eval-every=20",
+        "--eval-instances=8",
+        "--device",
+        "cpu",
+    ]
 
 
 def _start(data: Path, out: Path, processes: int, *extra: str) -> subprocess.Popen:
@@ -46,8 +85,14 @@ def _start(data: Path, out: Path, processes: int, *extra: str) -> subprocess.Pop
         cmd = [sys.executable, "-m", "bertkit.cli.main"]
     else:
         cmd = [str(TORCHRUN), "--standalone", f"--nproc_per_node={processes}", "-m", "bertkit.cli.main"]
-    return subprocess.Popen(cmd + _args(data, out) + list(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, start_new_session=True, text=True)
+    return subprocess.Popen(
+        cmd + _args(data, out) + list(extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        text=True,
+    )
 
 
 def _finish(proc: subprocess.Popen) -> str:
@@ -137,14 +182,22 @@ def test_multitask_with_crf_two_processes_match_one(tmp_path, minilm_dir, mr_sma
 
     tokenizer = BertTokenizer.from_dir(minilm_dir)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     model = save_model(BertModel(config), tmp_path / "tiny", tokenizer)
     ner = head_conll(wnut16_dir / "train.conll", tmp_path / "ner.conll", 48)
     train, dev = mr_small
     cfg = tmp_path / "mt.yaml"
-    cfg.write_text(f"""task: multitask
+    cfg.write_text(
+        f"""task: multitask
 model: {model}
 max_length: 48
 device: cpu
@@ -153,15 +206,25 @@ train: {{epochs: 2, batch_size: 16, lr: 1.0e-3, eval_every: 0, log_every: 1}}
 tasks:
   - {{name: sentiment, task: classify, train: {train}, dev: {dev}}}
   - {{name: entities, task: ner, head: crf, train: {ner}, dev: {ner}}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = {}
     for processes in (1, 2):
         out = tmp_path / f"p{processes}"
-        cmd = [sys.executable, "-m", "bertkit.cli.main"] if processes == 1 else \
-            [str(TORCHRUN), "--standalone", f"--nproc_per_node={processes}", "-m", "bertkit.cli.main"]
-        runs[processes] = subprocess.Popen(cmd + ["finetune", "--config", str(cfg), "--output", str(out)],
-                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        cmd = (
+            [sys.executable, "-m", "bertkit.cli.main"]
+            if processes == 1
+            else [str(TORCHRUN), "--standalone", f"--nproc_per_node={processes}", "-m", "bertkit.cli.main"]
+        )
+        runs[processes] = subprocess.Popen(
+            cmd + ["finetune", "--config", str(cfg), "--output", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
     for processes, proc in runs.items():
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]

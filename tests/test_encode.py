@@ -1,4 +1,5 @@
 """The real all-MiniLM-L6-v2 checkpoint against transformers, the Encoder and `bertkit encode`."""
+
 from __future__ import annotations
 
 import json
@@ -72,10 +73,14 @@ def test_encoder_matches_transformers_for_every_pooling_and_layer(minilm_dir, hf
     mask = batch["attention_mask"].unsqueeze(-1).bool()
     for pooling, layer in [("cls", -1), ("mean", -2), ("max", 3), ("pooler", -1)]:
         hidden = out.hidden_states[layer]
-        expected = {"cls": lambda: hidden[:, 0],
-                    "mean": lambda: (hidden * mask).sum(1) / mask.sum(1),
-                    "max": lambda: hidden.masked_fill(~mask, -1e9).max(1).values,
-                    "pooler": lambda: out.pooler_output}[pooling]().numpy()
+        if pooling == "cls":
+            expected = hidden[:, 0].numpy()
+        elif pooling == "mean":
+            expected = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+        elif pooling == "max":
+            expected = hidden.masked_fill(~mask, -1e9).max(1).values.numpy()
+        else:
+            expected = out.pooler_output.numpy()
         got = Encoder(minilm_dir, pooling=pooling, layer=layer, normalize=False).encode(SENTENCES)
         assert np.abs(got - expected).max() <= 1e-4, (pooling, layer)
 
@@ -121,14 +126,32 @@ def test_cli_encode_text_and_jsonl(minilm_dir, encoder, tmp_path):
     jsonl.write_text("".join(json.dumps({"text": s}) + "\n" for s in SENTENCES), encoding="utf-8")
     for source in (txt, jsonl):
         out = tmp_path / f"{source.suffix[1:]}.npy"
-        assert cli(["encode", "--model", str(minilm_dir), "--input", str(source), "--output", str(out),
-                    "--batch-size=2"]) == 0
+        assert (
+            cli(["encode", "--model", str(minilm_dir), "--input", str(source), "--output", str(out), "--batch-size=2"])
+            == 0
+        )
         got = np.load(out)
         assert got.dtype == np.float32 and got.shape == (len(SENTENCES), 384)
         assert np.abs(got - encoder.encode(SENTENCES)).max() <= 1e-5
     out = tmp_path / "cls.npy"
-    assert cli(["encode", "--model", str(minilm_dir), "--input", str(txt), "--output", str(out),
-                "--pooling", "cls", "--no-normalize", "--layer=-2"]) == 0
+    assert (
+        cli(
+            [
+                "encode",
+                "--model",
+                str(minilm_dir),
+                "--input",
+                str(txt),
+                "--output",
+                str(out),
+                "--pooling",
+                "cls",
+                "--no-normalize",
+                "--layer=-2",
+            ]
+        )
+        == 0
+    )
     assert np.abs(np.linalg.norm(np.load(out), axis=1) - 1).max() > 0.1
 
 
@@ -142,11 +165,23 @@ def test_cli_encode_bad_input_names_file_and_line(minilm_dir, tmp_path, capsys):
     empty.write_text("one\n\nthree\n")
     assert cli(["encode", "--model", str(minilm_dir), "--input", str(empty), "--output", str(tmp_path / "o.npy")]) == 2
     assert "empty.txt, line 2: empty text" in capsys.readouterr().err
-    assert cli(["encode", "--model", str(minilm_dir), "--input", str(empty), "--output",
-                str(tmp_path / "o.npy"), "--allow-empty"]) == 0
+    assert (
+        cli(
+            [
+                "encode",
+                "--model",
+                str(minilm_dir),
+                "--input",
+                str(empty),
+                "--output",
+                str(tmp_path / "o.npy"),
+                "--allow-empty",
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "o.npy").shape == (3, 384)
-    assert cli(["encode", "--model", str(minilm_dir), "--input", str(empty), "--output", "x.npy",
-                "--poolng=cls"]) == 2
+    assert cli(["encode", "--model", str(minilm_dir), "--input", str(empty), "--output", "x.npy", "--poolng=cls"]) == 2
     assert "did you mean `pooling`" in capsys.readouterr().err
 
 

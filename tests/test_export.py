@@ -1,5 +1,6 @@
 """ONNX export: every head against PyTorch on padded and unpadded batches of new shapes, the real MiniLM
 in fp32 and int8 through the Encoder, the int8 accuracy gate on a tiny fine-tuned model, and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,20 @@ from bertkit.model import (
 from bertkit.onnx_model import OnnxModel, load_onnx
 from bertkit.tokenizer import BertTokenizer
 
-TINY = dict(vocab_size=1200, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=64)
-HEADS = {"base": lambda c: BertModel(c), "classify": lambda c: BertForSequenceClassification(c, 3),
-         "ner": lambda c: BertForTokenClassification(c, 5), "qa": lambda c: BertForQuestionAnswering(c)}
+TINY = dict(
+    vocab_size=1200,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=64,
+)
+HEADS = {
+    "base": lambda c: BertModel(c),
+    "classify": lambda c: BertForSequenceClassification(c, 3),
+    "ner": lambda c: BertForTokenClassification(c, 5),
+    "qa": lambda c: BertForQuestionAnswering(c),
+}
 
 
 def _batch(lengths: list[int], width: int, seed: int) -> tuple[torch.Tensor, ...]:
@@ -93,8 +104,12 @@ def test_ner_crf_head_exports_emissions_and_keeps_its_transitions(tmp_path, mini
     assert report["task"] == "ner" and report["fp32"]["max_abs_diff"] <= 1e-4
     onnx_model = load_onnx(tmp_path / "out")
     ids, mask, types = _batch([9, 5], 9, 6)
-    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
-             "words": torch.where(mask.bool(), torch.arange(9), -1)}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": types,
+        "words": torch.where(mask.bool(), torch.arange(9), -1),
+    }
     ours, theirs = task.forward(model, batch), task.forward(onnx_model, batch)
     assert all(torch.equal(ours["crf"][k], theirs["crf"][k]) for k in ours["crf"])
     assert all((a - b).abs().max() <= 1e-4 for a, b in zip(ours["logits"], theirs["logits"]))
@@ -103,14 +118,22 @@ def test_ner_crf_head_exports_emissions_and_keeps_its_transitions(tmp_path, mini
 @pytest.fixture(scope="module")
 def minilm_onnx(tmp_path_factory, minilm_dir):
     out = tmp_path_factory.mktemp("minilm-onnx")
-    assert cli(["export", "--model", str(minilm_dir), "--format", "onnx", "--quantize", "int8",
-                "--output", str(out)]) == 0
+    assert (
+        cli(["export", "--model", str(minilm_dir), "--format", "onnx", "--quantize", "int8", "--output", str(out)]) == 0
+    )
     return out
 
 
 def test_minilm_export_report_and_directory(minilm_onnx):
-    for name in ("config.json", "vocab.txt", "model.onnx", "model.int8.onnx", "export.json",
-                 "1_Pooling/config.json", "sentence_bert_config.json"):
+    for name in (
+        "config.json",
+        "vocab.txt",
+        "model.onnx",
+        "model.int8.onnx",
+        "export.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+    ):
         assert (minilm_onnx / name).is_file(), name
     report = json.loads((minilm_onnx / "export.json").read_text())
     assert report["fp32"]["max_abs_diff"] <= 1e-4 and report["fp32"]["worst_cosine"] >= 0.99999
@@ -137,8 +160,10 @@ def test_encode_cli_with_onnx_backend(minilm_onnx, tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("a quiet, moving film\nloud and dull\n", encoding="utf-8")
     out = tmp_path / "v.npy"
-    assert cli(["encode", "--model", str(minilm_onnx), "--input", str(texts), "--output", str(out),
-                "--backend", "onnx"]) == 0
+    assert (
+        cli(["encode", "--model", str(minilm_onnx), "--input", str(texts), "--output", str(out), "--backend", "onnx"])
+        == 0
+    )
     expected = Encoder(minilm_onnx, backend="onnx").encode(["a quiet, moving film", "loud and dull"])
     assert np.abs(np.load(out) - expected).max() <= 1e-6
 
@@ -154,8 +179,9 @@ def tiny_classify(tmp_path_factory, tiny_dir, mr_small):
 def test_int8_gate_reports_before_and_after(tiny_classify, tmp_path):
     model_dir, dev = tiny_classify
     out = tmp_path / "onnx"
-    assert cli(["export", "--model", str(model_dir), "--quantize", "int8", "--dev", str(dev),
-                "--output", str(out)]) == 0
+    assert (
+        cli(["export", "--model", str(model_dir), "--quantize", "int8", "--dev", str(dev), "--output", str(out)]) == 0
+    )
     report = json.loads((out / "export.json").read_text())
     gate = report["gate"]
     assert report["task"] == "classify" and gate["metric"] == "accuracy" and gate["passed"]
@@ -168,13 +194,24 @@ def test_int8_gate_reports_before_and_after(tiny_classify, tmp_path):
     from bertkit.inference import load_task
 
     run = load_task(model_dir, device="cpu")
-    assert dev_metric(run.task, load_onnx(out), run.tokenizer, run.max_length, str(dev)) == pytest.approx(gate["before"])
+    assert dev_metric(run.task, load_onnx(out), run.tokenizer, run.max_length, str(dev)) == pytest.approx(
+        gate["before"]
+    )
 
 
 def test_int8_gate_refuses_a_drop_unless_forced(tiny_classify, tmp_path, capsys):
     model_dir, dev = tiny_classify
-    args = ["export", "--model", str(model_dir), "--quantize", "int8", "--dev", str(dev),
-            "--max-drop", "-1"]  # any result now counts as too large a drop
+    args = [
+        "export",
+        "--model",
+        str(model_dir),
+        "--quantize",
+        "int8",
+        "--dev",
+        str(dev),
+        "--max-drop",
+        "-1",
+    ]  # any result now counts as too large a drop
     assert cli(args + ["--output", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "int8 quantisation lowers dev accuracy" in err and "--force" in err
@@ -224,8 +261,22 @@ def test_serve_evaluate_and_predict_run_the_exported_graphs(tiny_classify, minil
     torch_metrics = json.loads((model_dir / "metrics.json").read_text())
     onnx_metrics = evaluate_file(load_task(onnx_dir, backend="onnx"), str(dev))
     assert onnx_metrics["accuracy"] == pytest.approx(torch_metrics["accuracy"])
-    assert cli(["predict", "--model", str(onnx_dir), "--input", str(dev), "--output", str(tmp_path / "p.jsonl"),
-                "--backend", "onnx"]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                "--model",
+                str(onnx_dir),
+                "--input",
+                str(dev),
+                "--output",
+                str(tmp_path / "p.jsonl"),
+                "--backend",
+                "onnx",
+            ]
+        )
+        == 0
+    )
     onnx_rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     torch_rows = predict_file(load_task(model_dir), str(dev))
     assert [r["label"] for r in onnx_rows] == [r["label"] for r in torch_rows]

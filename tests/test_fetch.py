@@ -3,6 +3,7 @@
 Nothing here downloads: the machinery tests use a toy package built in tmp_path, and the real-data
 tests skip (fail in CI) when `bertkit fetch NAME` has not been run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -120,12 +121,14 @@ def test_build_mr_drops_zeros_from_binary_only(tmp_path):
     files = record["files"]
     assert [files[f"regression/{s}.tsv"] for s in ("train", "dev", "test")] == [16, 2, 2]
     assert sum(files[f"{s}.tsv"] for s in ("train", "dev", "test")) == 19
-    binary = [line.split("\t") for s in ("train", "dev", "test")
-              for line in (out / f"{s}.tsv").read_text().splitlines()[1:]]
+    binary = [
+        line.split("\t") for s in ("train", "dev", "test") for line in (out / f"{s}.tsv").read_text().splitlines()[1:]
+    ]
     assert "Sentence 3." not in {text for text, _ in binary}  # valence 0
     assert {label for _, label in binary} == {"positive", "negative"}
     regression = (out / "regression" / "train.tsv").read_text().splitlines()
     assert regression[0] == "text\tlabel" and "\r" not in "".join(regression)
+
     # one assignment for both views: each sentence sits in the same split in both
     def texts(path):
         return {line.split("\t")[0] for line in path.read_text().splitlines()[1:]}
@@ -188,6 +191,7 @@ def _squad(*paragraphs):
 
 def test_qnli_pairs_label_the_answer_sentence_and_one_other():
     answer_start = CONTEXT.index("seven")
+
     def paragraph(context, question, answer, start):
         answers = [{"text": answer, "answer_start": start}]
         return {"context": context, "qas": [{"question": question, "answers": answers}]}
@@ -201,8 +205,12 @@ def test_qnli_pairs_label_the_answer_sentence_and_one_other():
     assert pairs[0] == ("How many books?", "She wrote seven books!", "entailment")
     question, other, label = pairs[1]
     assert label == "not_entailment" and other != "She wrote seven books!"
-    assert other in {"Mr. Smith met J. K. Rowling in 1998.", "Did he read them?", '"Yes," he said.',
-                     "The price was 3.5 dollars. and more."}
+    assert other in {
+        "Mr. Smith met J. K. Rowling in 1998.",
+        "Did he read them?",
+        '"Yes," he said.',
+        "The price was 3.5 dollars. and more.",
+    }
     assert qnli_pairs(squad, random.Random(13)) == pairs  # the draw is reproducible
 
 
@@ -331,8 +339,11 @@ def test_fetch_sweeps_what_a_killed_fetch_left(home, toy, capsys):
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    stale = [home / f".toy.new-{gone.pid}-abc", home / f".mr.src-{gone.pid}-x",
-             home / "_downloads" / f".pip-{gone.pid}-y"]
+    stale = [
+        home / f".toy.new-{gone.pid}-abc",
+        home / f".mr.src-{gone.pid}-x",
+        home / "_downloads" / f".pip-{gone.pid}-y",
+    ]
     running = [home / f".toy.new-{os.getpid()}-abc", home / "_downloads" / f".pip-{os.getpid()}-z"]
     for d in stale + running:
         (d / "part").mkdir(parents=True)
@@ -383,8 +394,13 @@ DAMAGED = {
     "changed": _wheel_bytes({"toy/lines.txt": b"one\nTWO\n"}),  # readable, fails the sha256
     "relaid": _wheel_bytes({"toy/other.txt": b"one\ntwo\n"}),  # readable, lacks the pinned file
 }
-REASONS = {"truncated": "unreadable", "garbage": "unreadable", "empty": "unreadable",
-           "changed": "sha256 mismatch for lines.txt", "relaid": "no toy/lines.txt"}
+REASONS = {
+    "truncated": "unreadable",
+    "garbage": "unreadable",
+    "empty": "unreadable",
+    "changed": "sha256 mismatch for lines.txt",
+    "relaid": "no toy/lines.txt",
+}
 
 
 @pytest.fixture
@@ -400,8 +416,9 @@ def pip(toy, monkeypatch):
         return subprocess.CompletedProcess(command, 0, stdout="")
 
     monkeypatch.setattr(fetch_module, "download", real_download)
-    monkeypatch.setattr(fetch_module, "subprocess", SimpleNamespace(run=run, PIPE=subprocess.PIPE,
-                                                                    STDOUT=subprocess.STDOUT))
+    monkeypatch.setattr(
+        fetch_module, "subprocess", SimpleNamespace(run=run, PIPE=subprocess.PIPE, STDOUT=subprocess.STDOUT)
+    )
     return pip
 
 
@@ -442,14 +459,17 @@ def test_a_failed_pip_download_is_one_line_after_pips_own_output(home, pip, monk
     from bertkit.cli.main import main
 
     said = "Looking in links: /x\nERROR: Could not find a version\nERROR: No matching distribution found for toy==1.0\n"
-    monkeypatch.setattr(fetch_module.subprocess, "run",
-                        lambda command, **kwargs: subprocess.CompletedProcess(command, 1, stdout=said))
+    monkeypatch.setattr(
+        fetch_module.subprocess, "run", lambda command, **kwargs: subprocess.CompletedProcess(command, 1, stdout=said)
+    )
     assert main(["fetch", "toy"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[-1] == ("bertkit fetch: error: `pip download toy==1.0` failed (exit 1: ERROR: No matching "
-                       "distribution found for toy==1.0); check that pip can reach the package index (pip "
-                       f"config list, PIP_INDEX_URL), or put the package's archive into {home / '_downloads'} "
-                       "by hand")
+    assert err[-1] == (
+        "bertkit fetch: error: `pip download toy==1.0` failed (exit 1: ERROR: No matching "
+        "distribution found for toy==1.0); check that pip can reach the package index (pip "
+        f"config list, PIP_INDEX_URL), or put the package's archive into {home / '_downloads'} "
+        "by hand"
+    )
     assert "ERROR: Could not find a version" in err[:-1]
 
 
@@ -565,8 +585,10 @@ def test_real_wnut16(wnut16_dir):
 
 
 def test_real_squad11(squad11_dir):
-    expected = {"train": (87599, "981b29407e0affa3b1b156f72073b945"),
-                "dev": (10570, "3e85deb501d4e538b6bc56f786231552")}
+    expected = {
+        "train": (87599, "981b29407e0affa3b1b156f72073b945"),
+        "dev": (10570, "3e85deb501d4e538b6bc56f786231552"),
+    }
     for split, (questions, md5) in expected.items():
         raw = (squad11_dir / f"{split}.json").read_bytes()
         assert hashlib.md5(raw).hexdigest() == md5

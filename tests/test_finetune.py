@@ -1,5 +1,6 @@
 """Fine-tuning end to end on tiny random models and slices of the real data: the CLI verbs, the files a
 run writes, exact resume after a kill, seeds, the learning itself, and errors raised before training."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,18 @@ def test_finetune_evaluate_predict_cli(tiny_dir, mr_small, tmp_path, capsys):
     train, dev = mr_small
     out = tmp_path / "run"
     assert run_finetune(tiny_dir, train, dev, out, "--train.epochs=2", "--max-length=128") == 0
-    for name in ("config.json", "model.safetensors", "vocab.txt", "task.json", "metrics.json",
-                 "metrics.jsonl", "training.png", "confusion.png", "finetune.yaml", "checkpoint/state.pt"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "vocab.txt",
+        "task.json",
+        "metrics.json",
+        "metrics.jsonl",
+        "training.png",
+        "confusion.png",
+        "finetune.yaml",
+        "checkpoint/state.pt",
+    ):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"accuracy", "f1_macro", "mcc", "f1"}
@@ -62,9 +73,29 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_dir, mr_small, tmp_pat
     assert run_finetune(tiny_dir, train, dev, tmp_path / "whole", *args) == 0
 
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "bertkit.cli.main", "finetune", "--task", "classify", "--model", str(tiny_dir),
-           "--train", str(train), "--dev", str(dev), "--output", str(killed), "--max-length", "48",
-           "--train.lr=1e-3", "--train.log-every=1", "--device", "cpu", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bertkit.cli.main",
+        "finetune",
+        "--task",
+        "classify",
+        "--model",
+        str(tiny_dir),
+        "--train",
+        str(train),
+        "--dev",
+        str(dev),
+        "--output",
+        str(killed),
+        "--max-length",
+        "48",
+        "--train.lr=1e-3",
+        "--train.log-every=1",
+        "--device",
+        "cpu",
+        *args,
+    ]
     env = dict(os.environ)  # same thread count as this process: float sums must add up in the same order
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     state = killed / "checkpoint" / "state.pt"
@@ -88,9 +119,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_dir, mr_small, tmp_pat
     assert whole.keys() == resumed.keys()
     for name in whole:
         torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
+
     # The metrics log holds each step once, with the losses of the run that never stopped.
     def log(run):
         return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
     assert log(killed) == log(tmp_path / "whole")
 
 
@@ -110,7 +143,7 @@ def test_seeds_report_mean_and_std(tiny_dir, mr_small, tmp_path):
     runs = [json.loads((tmp_path / f"s/seed-{s}/metrics.json").read_text()) for s in (1, 2)]
     assert summary["seeds"] == 2
     assert summary["accuracy"] == pytest.approx((runs[0]["accuracy"] + runs[1]["accuracy"]) / 2)
-    assert summary["accuracy_std"] == pytest.approx(abs(runs[0]["accuracy"] - runs[1]["accuracy"]) / 2 ** 0.5)
+    assert summary["accuracy_std"] == pytest.approx(abs(runs[0]["accuracy"] - runs[1]["accuracy"]) / 2**0.5)
 
 
 def test_dropout_override_trains_and_is_saved(tiny_dir, mr_small, tmp_path, capsys):
@@ -122,8 +155,14 @@ def test_dropout_override_trains_and_is_saved(tiny_dir, mr_small, tmp_path, caps
         assert run_finetune(tiny_dir, train, dev, tmp_path / name, "--train.epochs=1", *extra) == 0
     saved = json.loads((tmp_path / "none/config.json").read_text())
     assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.0
-    losses = [[json.loads(line)["loss"] for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-               if "loss" in json.loads(line)] for name in ("default", "none")]
+    losses = [
+        [
+            json.loads(line)["loss"]
+            for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+            if "loss" in json.loads(line)
+        ]
+        for name in ("default", "none")
+    ]
     assert losses[0][0] != losses[1][0]  # same seed, same batch: only dropout differs
     assert run_finetune(tiny_dir, train, dev, tmp_path / "bad", "--dropout", "1.5") == 2
     assert "`--dropout` is 1.5; it must be >= 0 and < 1" in capsys.readouterr().err
@@ -150,16 +189,19 @@ def test_multitask_config_lists_tasks(tiny_dir, mr_small, tmp_path, capsys):
     """Two classification tasks on one encoder: per-task model directories and metric keys."""
     train, dev = mr_small
     cfg = tmp_path / "mt.yaml"
-    cfg.write_text(f"""task: multitask
+    cfg.write_text(
+        f"""task: multitask
 model: {tiny_dir}
-output: {tmp_path / 'mt'}
+output: {tmp_path / "mt"}
 max_length: 48
 device: cpu
 train: {{epochs: 1, batch_size: 16}}
 tasks:
   - {{name: a, task: classify, train: {train}, dev: {dev}}}
   - {{name: b, task: classify, train: {train}, dev: {dev}}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     assert cli(["finetune", "--config", str(cfg)]) == 0
     metrics = json.loads((tmp_path / "mt/metrics.json").read_text())
     assert {"a.accuracy", "b.accuracy", "score"} <= set(metrics)
@@ -213,8 +255,11 @@ def test_multitask_score_puts_squad_percentages_on_the_0_1_scale():
 
     task = MultiTask({"mr": get_task("classify"), "squad": get_task("qa")})
     task.tasks["mr"].labels = ["neg", "pos"]
-    examples = [{"task": 0, "label": "pos"}, {"task": 0, "label": "neg"},
-                {"task": 1, "id": "q", "answers": [{"text": "Paris", "start": 0}], "impossible": False}]
+    examples = [
+        {"task": 0, "label": "pos"},
+        {"task": 0, "label": "neg"},
+        {"task": 1, "id": "q", "answers": [{"text": "Paris", "start": 0}], "impossible": False},
+    ]
     predictions = [{"label": "pos"}, {"label": "pos"}, {"id": "q", "answer": "Paris"}]
     metrics = task.metrics(predictions, examples)
     assert metrics["mr.accuracy"] == 0.5 and metrics["squad.f1"] == 100.0
@@ -225,8 +270,29 @@ def test_multitask_score_puts_squad_percentages_on_the_0_1_scale():
 def test_ner_finetune_evaluate_predict_cli(tiny_dir, wnut16_dir, tmp_path, capsys, head):
     train = head_conll(wnut16_dir / "train.conll", tmp_path / "train.conll", 40)
     out = tmp_path / "ner"
-    assert cli(["finetune", "--task", "ner", "--head", head, "--model", str(tiny_dir), "--train", str(train),
-                "--dev", str(train), "--output", str(out), "--train.epochs=1", "--device", "cpu"]) == 0
+    assert (
+        cli(
+            [
+                "finetune",
+                "--task",
+                "ner",
+                "--head",
+                head,
+                "--model",
+                str(tiny_dir),
+                "--train",
+                str(train),
+                "--dev",
+                str(train),
+                "--output",
+                str(out),
+                "--train.epochs=1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"f1", "precision", "recall"} <= set(metrics)
     assert json.loads((out / "task.json").read_text())["head"] == head
@@ -239,7 +305,7 @@ def test_ner_finetune_evaluate_predict_cli(tiny_dir, wnut16_dir, tmp_path, capsy
     row = json.loads((tmp_path / "p.jsonl").read_text())
     assert row["text"] == "Barack Obama visited Paris on Monday" and len(row["tags"]) == 6
     for entity in row["entities"]:
-        assert row["text"][entity["start"]:entity["end"]] == entity["text"]
+        assert row["text"][entity["start"] : entity["end"]] == entity["text"]
 
 
 def test_qa_finetune_evaluate_predict_cli(tiny_dir, squad11_dir, tmp_path, capsys):
@@ -248,9 +314,29 @@ def test_qa_finetune_evaluate_predict_cli(tiny_dir, squad11_dir, tmp_path, capsy
     path = tmp_path / "small.json"
     path.write_text(json.dumps(small), encoding="utf-8")
     out = tmp_path / "qa"
-    assert cli(["finetune", "--task", "qa", "--model", str(tiny_dir), "--train", str(path), "--dev", str(path),
-                "--output", str(out), "--train.epochs=1", "--max-length=128", "--qa.doc-stride=64",
-                "--device", "cpu"]) == 0
+    assert (
+        cli(
+            [
+                "finetune",
+                "--task",
+                "qa",
+                "--model",
+                str(tiny_dir),
+                "--train",
+                str(path),
+                "--dev",
+                str(path),
+                "--output",
+                str(out),
+                "--train.epochs=1",
+                "--max-length=128",
+                "--qa.doc-stride=64",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert set(json.loads((out / "metrics.json").read_text())) == {"exact_match", "f1"}
     capsys.readouterr()
     assert cli(["evaluate", "--model", str(out), "--data", str(path)]) == 0
@@ -259,4 +345,4 @@ def test_qa_finetune_evaluate_predict_cli(tiny_dir, squad11_dir, tmp_path, capsy
     questions.write_text(json.dumps({"id": "q1", "question": "Who won Super Bowl 50?", "context": context}) + "\n")
     assert cli(["predict", "--model", str(out), "--input", str(questions), "--output", str(tmp_path / "p.jsonl")]) == 0
     row = json.loads((tmp_path / "p.jsonl").read_text())
-    assert row["id"] == "q1" and context[row["start"]:row["end"]] == row["answer"]
+    assert row["id"] == "q1" and context[row["start"] : row["end"]] == row["answer"]

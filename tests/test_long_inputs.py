@@ -1,5 +1,6 @@
 """Inputs longer than max_length are windowed over their whole length, or cut with a counted warning:
 never silently reduced to their first 512 tokens."""
+
 from __future__ import annotations
 
 import logging
@@ -45,8 +46,14 @@ def test_pairs_window_the_second_text_to_its_end(en):
 def test_opposite_tails_give_different_predictions(en):
     """Two texts that share their first 600 tokens and differ after them are not scored alike."""
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=en.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=en.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     for task in (ClassifyTask(labels=["neg", "pos"]), RegressionTask()):
         model = task.build_model(config).eval()
         examples = [_example(HEAD + BAD_TAIL, label=None), _example(HEAD + GOOD_TAIL, label=None)]
@@ -57,8 +64,17 @@ def test_opposite_tails_give_different_predictions(en):
 
 def test_qa_says_how_many_questions_were_cut(en, caplog):
     task = QATask(max_query_length=8)
-    examples = [{"id": "1", "question": "what " * 20 + "?", "context": "the answer is here .", "answers": [],
-                 "source": "d.json", "line": "question 1", "is_impossible": False}]
+    examples = [
+        {
+            "id": "1",
+            "question": "what " * 20 + "?",
+            "context": "the answer is here .",
+            "answers": [],
+            "source": "d.json",
+            "line": "question 1",
+            "is_impossible": False,
+        }
+    ]
     with caplog.at_level(logging.WARNING, logger="bertkit"):
         task.featurize(examples, en, max_length=64)
     assert "1 of 1 questions are longer than max_query_length=8" in caplog.text

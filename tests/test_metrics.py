@@ -1,4 +1,5 @@
 """Metrics: worked examples by hand, scikit-learn / scipy / seqeval / conlleval.pl, official SQuAD."""
+
 from __future__ import annotations
 
 import json
@@ -68,11 +69,14 @@ def test_classification_matches_sklearn():
         preds = np.where(rng.random(200) < 0.6, golds, rng.integers(0, n_classes, 200))
         labels = list(range(n_classes))
         assert metrics.accuracy(preds, golds) == pytest.approx(sk.accuracy_score(golds, preds))
-        assert metrics.f1_binary(preds, golds, 1) == pytest.approx(sk.f1_score(golds, preds, labels=[1], average="macro"))
+        assert metrics.f1_binary(preds, golds, 1) == pytest.approx(
+            sk.f1_score(golds, preds, labels=[1], average="macro")
+        )
         assert metrics.f1_macro(preds, golds, labels) == pytest.approx(sk.f1_score(golds, preds, average="macro"))
         assert metrics.matthews_corrcoef(preds, golds) == pytest.approx(sk.matthews_corrcoef(golds, preds))
-        np.testing.assert_array_equal(metrics.confusion_matrix(preds, golds, labels),
-                                      sk.confusion_matrix(golds, preds, labels=labels))
+        np.testing.assert_array_equal(
+            metrics.confusion_matrix(preds, golds, labels), sk.confusion_matrix(golds, preds, labels=labels)
+        )
 
 
 def test_length_and_empty_errors():
@@ -128,10 +132,18 @@ def test_regression_matches_scipy():
 # A CoNLL example built to separate strict from lenient chunking:
 # sentence 1 is right; sentence 2 has an ORG that opens with I- and a PER tagged LOC;
 # sentence 3 cuts a MISC short; sentence 4 predicts a lone I-PER after O.
-GOLD_BIO = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "I-ORG", "O", "B-PER"],
-            ["O", "B-MISC", "I-MISC", "O"], ["B-LOC", "O", "O"]]
-PRED_BIO = [["B-PER", "I-PER", "O", "B-LOC"], ["I-ORG", "I-ORG", "O", "B-LOC"],
-            ["O", "B-MISC", "O", "O"], ["B-LOC", "O", "I-PER"]]
+GOLD_BIO = [
+    ["B-PER", "I-PER", "O", "B-LOC"],
+    ["B-ORG", "I-ORG", "O", "B-PER"],
+    ["O", "B-MISC", "I-MISC", "O"],
+    ["B-LOC", "O", "O"],
+]
+PRED_BIO = [
+    ["B-PER", "I-PER", "O", "B-LOC"],
+    ["I-ORG", "I-ORG", "O", "B-LOC"],
+    ["O", "B-MISC", "O", "O"],
+    ["B-LOC", "O", "I-PER"],
+]
 
 
 def test_entity_report_bio_strict_by_hand():
@@ -174,7 +186,10 @@ def test_entity_report_against_conlleval_numbers():
 
 def test_entity_report_bioes_against_conlleval_numbers():
     gold = [["S-PER", "O", "B-LOC", "I-LOC", "E-LOC", "O", "B-ORG", "E-ORG"], ["B-PER", "E-PER", "O", "S-LOC", "O"]]
-    pred = [["S-PER", "O", "B-LOC", "I-LOC", "E-LOC", "O", "B-ORG", "I-ORG"], ["B-PER", "E-PER", "O", "B-LOC", "E-MISC"]]
+    pred = [
+        ["S-PER", "O", "B-LOC", "I-LOC", "E-LOC", "O", "B-ORG", "I-ORG"],
+        ["B-PER", "E-PER", "O", "B-LOC", "E-MISC"],
+    ]
     # conlleval.pl on this file: found 6 phrases, correct 5 of 5; precision 83.33%, recall 100.00%,
     # FB1 90.91 (it closes B-ORG I-ORG and a lone B-LOC as chunks, and opens one at E-MISC after O).
     # Strict IOBES: B-ORG I-ORG (no E-), B-LOC (no E-) and E-MISC are ill formed, so only
@@ -203,11 +218,13 @@ def test_entity_report_matches_seqeval_classification_report(scheme):
     pred = [p if rng.random() < 0.8 else r for p, r in zip(pred, _random_tags(rng, 300, scheme))]
     pred = [p[: len(g)] + ["O"] * (len(g) - len(p)) for p, g in zip(pred, gold)]
     ours = metrics.entity_report(pred, gold, scheme=scheme)
-    theirs = classification_report(gold, pred, mode="strict", scheme=IOB2 if scheme == "BIO" else IOBES,
-                                   output_dict=True, zero_division=0)
+    theirs = classification_report(
+        gold, pred, mode="strict", scheme=IOB2 if scheme == "BIO" else IOBES, output_dict=True, zero_division=0
+    )
     micro = theirs.pop("micro avg")
     assert (ours["precision"], ours["recall"], ours["f1"]) == pytest.approx(
-        (micro["precision"], micro["recall"], micro["f1-score"]))
+        (micro["precision"], micro["recall"], micro["f1-score"])
+    )
     for kind in ("macro avg", "weighted avg"):
         theirs.pop(kind)
     assert ours["per_type"].keys() == theirs.keys()
@@ -218,7 +235,11 @@ def test_entity_report_matches_seqeval_classification_report(scheme):
 
 def test_entity_report_errors_and_edge_cases():
     assert metrics.entity_report([["O", "O"]], [["O", "O"]]) == {
-        "precision": 0.0, "recall": 0.0, "f1": 0.0, "per_type": {}}
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "per_type": {},
+    }
     with pytest.raises(BertkitError, match=r"sentence 0, token 1 has tag 'PER'"):
         metrics.entity_report([["O", "PER"]], [["O", "B-PER"]])
     with pytest.raises(BertkitError, match="scheme='BIOES'"):
@@ -264,18 +285,33 @@ def _qa(qid, *answers):
     return {"id": qid, "question": "?", "answers": [{"text": a, "answer_start": 0} for a in answers]}
 
 
-TINY_SQUAD = {"version": "1.1", "data": [
-    {"title": "Super_Bowl", "paragraphs": [{"context": "...", "qas": [
-        _qa("q1", "Denver Broncos", "Broncos"),
-        _qa("q2", "Santa Clara, California", "Levi's Stadium"),
-    ]}]},
-    {"title": "Year", "paragraphs": [{"context": "...", "qas": [_qa("q3", "1998"), _qa("q4", "blue")]}]},
-]}
+TINY_SQUAD = {
+    "version": "1.1",
+    "data": [
+        {
+            "title": "Super_Bowl",
+            "paragraphs": [
+                {
+                    "context": "...",
+                    "qas": [
+                        _qa("q1", "Denver Broncos", "Broncos"),
+                        _qa("q2", "Santa Clara, California", "Levi's Stadium"),
+                    ],
+                }
+            ],
+        },
+        {"title": "Year", "paragraphs": [{"context": "...", "qas": [_qa("q3", "1998"), _qa("q4", "blue")]}]},
+    ],
+}
 
 
 def test_squad_report_tiny_dataset():
-    predictions = {"q1": "the Denver Broncos", "q2": "Levi's Stadium in Santa Clara", "q3": "in 1998",
-                   "unknown": "ignored"}  # q4 has no prediction: scores 0 but counts in the total
+    predictions = {
+        "q1": "the Denver Broncos",
+        "q2": "Levi's Stadium in Santa Clara",
+        "q3": "in 1998",
+        "unknown": "ignored",
+    }  # q4 has no prediction: scores 0 but counts in the total
     # q1: EM 1, F1 1. q2: "levis stadium in santa clara" (5 tokens) vs "santa clara california":
     # 2 shared, P 2/5 R 2/3 -> 1/2; vs "levis stadium": P 2/5 R 1 -> 4/7; max 4/7. q3: P 1/2 R 1 -> 2/3.
     # EM = 100 * 1/4 = 25; F1 = 100 * (1 + 4/7 + 2/3 + 0) / 4 = 100 * 47/84 = 55.952

@@ -1,4 +1,5 @@
 """The model against Hugging Face transformers, on random tiny weights copied across (fp32, <= 1e-5)."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,15 @@ from bertkit import model as M
 from bertkit.checkpoint import load_weights
 from bertkit.errors import BertkitError
 
-TINY = dict(vocab_size=101, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-            intermediate_size=48, max_position_embeddings=40, type_vocab_size=2)
+TINY = dict(
+    vocab_size=101,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=48,
+    max_position_embeddings=40,
+    type_vocab_size=2,
+)
 
 # (bertkit head, Hugging Face head, constructor arguments)
 HEADS = [
@@ -57,8 +65,15 @@ def as_tuple(out):
 
 def hf_outputs(hf, ids, mask, types):
     out = hf(input_ids=ids, attention_mask=mask, token_type_ids=types)
-    names = ["last_hidden_state", "pooler_output", "prediction_logits", "seq_relationship_logits",
-             "logits", "start_logits", "end_logits"]
+    names = [
+        "last_hidden_state",
+        "pooler_output",
+        "prediction_logits",
+        "seq_relationship_logits",
+        "logits",
+        "start_logits",
+        "end_logits",
+    ]
     return [getattr(out, n) for n in names if getattr(out, n, None) is not None]
 
 
@@ -157,13 +172,25 @@ def test_initialisation_follows_the_paper():
     assert torch.count_nonzero(model.embeddings.word.weight[0]) == 0  # the [PAD] row
 
 
-@pytest.mark.parametrize("name,layers,hidden,heads", [
-    ("tiny", 2, 128, 2), ("mini", 4, 256, 4), ("small", 4, 512, 8), ("medium", 8, 512, 8),
-    ("base", 12, 768, 12), ("large", 24, 1024, 16)])
+@pytest.mark.parametrize(
+    "name,layers,hidden,heads",
+    [
+        ("tiny", 2, 128, 2),
+        ("mini", 4, 256, 4),
+        ("small", 4, 512, 8),
+        ("medium", 8, 512, 8),
+        ("base", 12, 768, 12),
+        ("large", 24, 1024, 16),
+    ],
+)
 def test_presets(name, layers, hidden, heads):
     c = M.BertConfig.preset(name)
-    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == \
-        (layers, hidden, heads, 4 * hidden)
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (
+        layers,
+        hidden,
+        heads,
+        4 * hidden,
+    )
 
 
 def test_base_has_the_papers_parameter_count():
@@ -177,9 +204,16 @@ def test_config_rejects_unknown_keys_with_a_suggestion():
 
 
 def test_config_accepts_huggingface_metadata_and_rejects_other_positions():
-    c = M.BertConfig.from_dict({"architectures": ["BertModel"], "model_type": "bert",
-                                "transformers_version": "4.8.2", "hidden_size": 64,
-                                "num_attention_heads": 4, "position_embedding_type": "absolute"})
+    c = M.BertConfig.from_dict(
+        {
+            "architectures": ["BertModel"],
+            "model_type": "bert",
+            "transformers_version": "4.8.2",
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "position_embedding_type": "absolute",
+        }
+    )
     assert c.hidden_size == 64
     with pytest.raises(BertkitError, match="relative_key"):
         M.BertConfig.from_dict({"position_embedding_type": "relative_key"})

@@ -2,6 +2,7 @@
 bad-input error, windowing (each word from its most central window), CRF decoding that is always
 valid, training on a tiny model, a CRF save/load round trip, and `encode_words_batch` on real data.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,15 +45,18 @@ def outputs_from(task, features, score, crf: CRF | None = None) -> list[dict]:
     rows = []
     for f in features:
         words = [w for w in f["words"] if w >= 0]
-        rows.append(torch.stack([score(f, k, w) for k, w in enumerate(words)]) if words
-                    else torch.zeros(0, len(task.labels)))
+        rows.append(
+            torch.stack([score(f, k, w) for k, w in enumerate(words)]) if words else torch.zeros(0, len(task.labels))
+        )
     return [{"logits": rows, "crf": crf.state_dict() if crf is not None else None}]
 
 
 def perfect(task, features, examples, crf=None) -> list[dict]:
     """Decode from logits that are one-hot on the gold tag of every word."""
+
     def score(f, k, w):
         return 10 * torch.eye(len(task.labels))[task.labels.index(examples[f["example"]]["tags"][w])]
+
     return task.decode(outputs_from(task, features, score, crf), features, examples)
 
 
@@ -78,7 +82,16 @@ def test_label_on_first_piece_only_and_unk_words(tmp_path, en):
     assert task.labels == ["O", "B-ORG", "B-PER", "I-PER"] and task.scheme == "BIO"
     first, second = task.featurize(examples, en, 128)
     assert en.convert_ids_to_tokens(first["input_ids"]) == [
-        "[CLS]", "jim", "henson", "was", "una", "##ffa", "##ble", "[UNK]", "[SEP]"]
+        "[CLS]",
+        "jim",
+        "henson",
+        "was",
+        "una",
+        "##ffa",
+        "##ble",
+        "[UNK]",
+        "[SEP]",
+    ]
     assert first["label"] == [IGNORE, 2, 3, 0, 0, IGNORE, IGNORE, 0, IGNORE]
     assert first["words"] == [IGNORE, 0, 1, 2, 3, IGNORE, IGNORE, 4, IGNORE]
     assert en.convert_ids_to_tokens(second["input_ids"]) == ["[CLS]", "mu", "##ppet", "##s", "[SEP]"]
@@ -96,14 +109,20 @@ def test_chinese_characters_get_one_label_each(tmp_path, zh):
     assert zh.convert_ids_to_tokens(f["input_ids"][1:-1]) == list("江泽民在北京")
     assert f["label"] == [IGNORE, 2, 4, 4, 0, 1, 3, IGNORE]
     (p,) = perfect(task, [f], examples)
-    assert p["entities"] == [{"type": "PER", "text": "江泽民", "start": 0, "end": 3},
-                             {"type": "LOC", "text": "北京", "start": 4, "end": 6}]
+    assert p["entities"] == [
+        {"type": "PER", "text": "江泽民", "start": 0, "end": 3},
+        {"type": "LOC", "text": "北京", "start": 4, "end": 6},
+    ]
 
 
 # --- Reading --------------------------------------------------------------------------------------
 def test_conll_text_spans_docstart_and_columns(tmp_path):
-    path = write(tmp_path, "d.conll", "-DOCSTART- -X- O O\n\n１ NUM O\n２ NUM O\n月 N O\nEU NNP B-ORG\n"
-                                      "rejects VBZ O\n德 N B-LOC\n国 N I-LOC\n\n\n\nok O\n")
+    path = write(
+        tmp_path,
+        "d.conll",
+        "-DOCSTART- -X- O O\n\n１ NUM O\n２ NUM O\n月 N O\nEU NNP B-ORG\n"
+        "rejects VBZ O\n德 N B-LOC\n国 N I-LOC\n\n\n\nok O\n",
+    )
     examples = NerTask().read(path)
     assert [e["line"] for e in examples] == [3, 13]
     e = examples[0]
@@ -116,15 +135,19 @@ def test_conll_text_spans_docstart_and_columns(tmp_path):
 
 def test_format_is_told_by_suffix_or_by_the_first_line(tmp_path):
     task = NerTask()
-    json_txt = task.read(write(tmp_path, "c.txt", "\n" + cluener({"text": "张三", "label": {"name": {"张三": [[0, 1]]}}})))
+    json_txt = task.read(
+        write(tmp_path, "c.txt", "\n" + cluener({"text": "张三", "label": {"name": {"张三": [[0, 1]]}}}))
+    )
     assert json_txt[0]["tags"] == ["B-name", "I-name"] and json_txt[0]["line"] == 2
     brace = task.read(write(tmp_path, "b.txt", "{ O\n} O\n"))
     assert brace[0]["tokens"] == ["{", "}"] and brace[0]["text"] == "{ }"
 
 
 def test_cluener_tags_offsets_and_spaces_inside_entities(tmp_path, zh):
-    record = {"text": "浙商银行 Bank 叶老桂", "label": {"company": {"浙商银行 Bank": [[0, 8]]},
-                                                  "name": {"叶老桂": [[10, 12]]}}}
+    record = {
+        "text": "浙商银行 Bank 叶老桂",
+        "label": {"company": {"浙商银行 Bank": [[0, 8]]}, "name": {"叶老桂": [[10, 12]]}},
+    }
     path = write(tmp_path, "c.json", cluener(record, {"text": "无实体", "label": {}}))
     task = NerTask()
     examples = task.read(path)
@@ -137,11 +160,18 @@ def test_cluener_tags_offsets_and_spaces_inside_entities(tmp_path, zh):
     assert [w for w in features[0]["words"] if w >= 0] == [0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12]  # spaces: none
     (p, q) = perfect(task, features, examples)
     assert p["tags"] == e["tags"]  # the spaces, which have no pieces, are filled back in
-    assert p["entities"] == [{"type": "company", "text": "浙商银行 Bank", "start": 0, "end": 9},
-                             {"type": "name", "text": "叶老桂", "start": 10, "end": 13}]
+    assert p["entities"] == [
+        {"type": "company", "text": "浙商银行 Bank", "start": 0, "end": 9},
+        {"type": "name", "text": "叶老桂", "start": 10, "end": 13},
+    ]
     assert q == {"tags": ["O"] * 3, "entities": []}
-    bioes = NerTask(scheme="BIOES").read(write(tmp_path, "s.jsonl", cluener(
-        {"text": "李四去了上海", "label": {"name": {"李四": [[0, 1]]}, "address": {"海": [[5, 5]]}}})))
+    bioes = NerTask(scheme="BIOES").read(
+        write(
+            tmp_path,
+            "s.jsonl",
+            cluener({"text": "李四去了上海", "label": {"name": {"李四": [[0, 1]]}, "address": {"海": [[5, 5]]}}}),
+        )
+    )
     assert bioes[0]["tags"] == ["B-name", "E-name", "O", "O", "O", "S-address"]
 
 
@@ -158,6 +188,7 @@ def test_read_inputs_splits_like_bert(tmp_path, en):
 
     def score(f, k, w):
         return torch.eye(3)[task.labels.index(gold.get((f["example"], w), "O"))]
+
     preds = task.decode(outputs_from(task, features, score), features, examples)
     assert preds[1]["entities"] == [{"type": "PER", "text": "Jim Henson", "start": 0, "end": 10}]
     jsonl = task.read_inputs(write(tmp_path, "in.jsonl", '{"text": "a b", "id": 7}\n'))
@@ -165,21 +196,36 @@ def test_read_inputs_splits_like_bert(tmp_path, en):
 
 
 # --- Errors: each names the file, the line and the fix --------------------------------------------
-@pytest.mark.parametrize("name,text,line,fix", [
-    ("no_tag.conll", "EU B-ORG\nrejects\n", 2, "has no tag column; write `token tag`"),
-    ("bad_tag.conll", "EU O\n\nJohn X-PER\n", 3, "use O, B-TYPE and I-TYPE"),
-    ("bare.conll", "John PER\n", 1, "use O, B-TYPE and I-TYPE"),
-    ("empty.conll", "", None, "holds no sentences: expected CoNLL `token tag` lines"),
-    ("blank.conll", "\n\n-DOCSTART- O\n", None, "holds no sentences"),
-    ("outside.json", cluener({"text": "abc", "label": {}}, {"text": "张三", "label": {"name": {"张三": [[0, 2]]}}}),
-     2, "is outside the text (2 characters); spans are character indices, end inclusive"),
-    ("mismatch.json", cluener({"text": "张三在北京", "label": {"name": {"张三": [[1, 2]]}}}),
-     1, "covers '三在', not '张三'; fix the span (text[start:end+1] must equal the entity)"),
-    ("overlap.json", cluener({"text": "北京大学", "label": {"org": {"北京大学": [[0, 3]]}, "loc": {"北京": [[0, 1]]}}}),
-     1, "overlaps another entity"),
-    ("badjson.jsonl", '{"text": "a", "label": {}}\n{"text": \n', 2, "not valid JSON"),
-    ("nolabel.json", cluener({"text": "abc"}), 1, 'no `label`; write "label": {}'),
-])
+@pytest.mark.parametrize(
+    "name,text,line,fix",
+    [
+        ("no_tag.conll", "EU B-ORG\nrejects\n", 2, "has no tag column; write `token tag`"),
+        ("bad_tag.conll", "EU O\n\nJohn X-PER\n", 3, "use O, B-TYPE and I-TYPE"),
+        ("bare.conll", "John PER\n", 1, "use O, B-TYPE and I-TYPE"),
+        ("empty.conll", "", None, "holds no sentences: expected CoNLL `token tag` lines"),
+        ("blank.conll", "\n\n-DOCSTART- O\n", None, "holds no sentences"),
+        (
+            "outside.json",
+            cluener({"text": "abc", "label": {}}, {"text": "张三", "label": {"name": {"张三": [[0, 2]]}}}),
+            2,
+            "is outside the text (2 characters); spans are character indices, end inclusive",
+        ),
+        (
+            "mismatch.json",
+            cluener({"text": "张三在北京", "label": {"name": {"张三": [[1, 2]]}}}),
+            1,
+            "covers '三在', not '张三'; fix the span (text[start:end+1] must equal the entity)",
+        ),
+        (
+            "overlap.json",
+            cluener({"text": "北京大学", "label": {"org": {"北京大学": [[0, 3]]}, "loc": {"北京": [[0, 1]]}}}),
+            1,
+            "overlaps another entity",
+        ),
+        ("badjson.jsonl", '{"text": "a", "label": {}}\n{"text": \n', 2, "not valid JSON"),
+        ("nolabel.json", cluener({"text": "abc"}), 1, 'no `label`; write "label": {}'),
+    ],
+)
 def test_read_errors(tmp_path, name, text, line, fix):
     path = write(tmp_path, name, text)
     with pytest.raises(BertkitError) as info:
@@ -190,10 +236,13 @@ def test_read_errors(tmp_path, name, text, line, fix):
         assert f"line {line}:" in msg
 
 
-@pytest.mark.parametrize("train,dev,line,labels", [
-    ("A B-PER\nb I-PER\n", "x O\n\nB B-LOC\n", 3, "O, B-PER, I-PER"),
-    ("A B-PER\n", "x O\ny B-PER\nz I-PER\n", 3, "O, B-PER"),  # I-PER was never seen either
-])
+@pytest.mark.parametrize(
+    "train,dev,line,labels",
+    [
+        ("A B-PER\nb I-PER\n", "x O\n\nB B-LOC\n", 3, "O, B-PER, I-PER"),
+        ("A B-PER\n", "x O\ny B-PER\nz I-PER\n", 3, "O, B-PER"),  # I-PER was never seen either
+    ],
+)
 def test_dev_label_train_never_saw(tmp_path, train, dev, line, labels):
     task = NerTask()
     task.fit(task.read(write(tmp_path, "train.conll", train)))
@@ -201,18 +250,22 @@ def test_dev_label_train_never_saw(tmp_path, train, dev, line, labels):
     with pytest.raises(BertkitError) as info:
         task.check(task.read(dev_path), dev_path)
     assert f"dev.conll, line {line}: tag" in str(info.value)
-    assert (f"never occurs in the training data (labels: {labels}); fix the tag or add training sentences "
-            "that use it") in str(info.value)
+    assert (
+        f"never occurs in the training data (labels: {labels}); fix the tag or add training sentences that use it"
+    ) in str(info.value)
 
 
-@pytest.mark.parametrize("text,kwargs,line,fix", [
-    ("a O\nb I-PER\n", {}, 2, "'I-PER' cannot follow 'O' in BIO; an entity opens with B- (IOB1 data"),
-    ("a I-PER\n", {}, 1, "'I-PER' cannot start a sentence in BIO"),
-    ("a B-PER\nb I-LOC\n", {}, 2, "'I-LOC' cannot follow 'B-PER'"),
-    ("a B-PER\nb E-PER\n", {"scheme": "BIO"}, 2, "'E-PER' is not a BIO tag; pass scheme=\"BIOES\""),
-    ("a B-PER\nb I-PER\n", {"scheme": "BIOES"}, 2, "'I-PER' cannot end a sentence in BIOES"),
-    ("a S-PER\nb E-PER\n", {}, 2, "'E-PER' cannot follow 'S-PER' in BIOES"),
-])
+@pytest.mark.parametrize(
+    "text,kwargs,line,fix",
+    [
+        ("a O\nb I-PER\n", {}, 2, "'I-PER' cannot follow 'O' in BIO; an entity opens with B- (IOB1 data"),
+        ("a I-PER\n", {}, 1, "'I-PER' cannot start a sentence in BIO"),
+        ("a B-PER\nb I-LOC\n", {}, 2, "'I-LOC' cannot follow 'B-PER'"),
+        ("a B-PER\nb E-PER\n", {"scheme": "BIO"}, 2, "'E-PER' is not a BIO tag; pass scheme=\"BIOES\""),
+        ("a B-PER\nb I-PER\n", {"scheme": "BIOES"}, 2, "'I-PER' cannot end a sentence in BIOES"),
+        ("a S-PER\nb E-PER\n", {}, 2, "'E-PER' cannot follow 'S-PER' in BIOES"),
+    ],
+)
 def test_invalid_tag_sequences(tmp_path, text, kwargs, line, fix):
     path = write(tmp_path, "seq.conll", text)
     task = NerTask(**kwargs)
@@ -247,6 +300,7 @@ def test_long_sentence_each_word_from_its_most_central_window(tmp_path, zh, capl
 
     def score(f, k, w):  # every window votes for its own label
         return torch.eye(len(labels))[order.get(id(f), -1) + 1]
+
     pred = task.decode(outputs_from(task, features, score), features, examples)[0]
     # Word w (= piece w) sits best in the window that leaves it most pieces to the nearer edge.
     assert "".join(t[-1] for t in pred["tags"]) == "000000111122223333444455566666"
@@ -277,8 +331,11 @@ def test_window_cut_inside_an_entity_does_not_train_the_cut_part(tmp_path, en):
     assert labelled[2] == ["-", "-", "-", "-", "-", "-"]  # all inside the entity, opened before
     assert labelled[3] == ["-", "-", "-", "O", "O", "O"]
     torch.manual_seed(0)
-    model = task.build_model(BertConfig(vocab_size=en.vocab_size, hidden_size=32, num_hidden_layers=1,
-                                        num_attention_heads=2, intermediate_size=64))
+    model = task.build_model(
+        BertConfig(
+            vocab_size=en.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+        )
+    )
     loss = task.loss(model, collate(features))
     assert 0 < loss.item() < 50  # a forbidden start would cost 10000
 
@@ -294,6 +351,7 @@ def test_crf_decode_is_valid_even_with_adversarial_logits(tmp_path, zh, labels, 
 
     def score(f, k, w):
         return 3 * torch.randn(len(labels), generator=g) + bias
+
     crf = CRF(labels, scheme)
     with torch.no_grad():
         for p in crf.parameters():
@@ -312,7 +370,8 @@ def test_softmax_entities_are_strict():
     task = NerTask(labels=BIO5)
     e = {"tokens": list("abcde"), "text": "abcde", "spans": [(i, i + 1) for i in range(5)]}
     assert task.entities(["O", "I-PER", "I-PER", "B-LOC", "I-PER"], e) == [
-        {"type": "LOC", "text": "d", "start": 3, "end": 4}]  # no B-: no entity; a type change ends one
+        {"type": "LOC", "text": "d", "start": 3, "end": 4}
+    ]  # no B-: no entity; a type change ends one
 
 
 def test_metrics_are_flat_with_per_type_keys():
@@ -338,8 +397,15 @@ def one_thread():
 
 
 def tiny_config(vocab_size: int) -> BertConfig:
-    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
 
 
 @pytest.mark.parametrize("head", ["softmax", "crf"])
@@ -364,17 +430,23 @@ def test_overfits_wnut_sentences(wnut16_dir, en, head, one_thread):
     assert task.metrics(preds, examples)["f1"] == 1.0
     for p, e in zip(preds, examples):
         for x in p["entities"]:  # end-exclusive offsets into the joined text
-            assert e["text"][x["start"]:x["end"]] == x["text"]
+            assert e["text"][x["start"] : x["end"]] == x["text"]
     assert preds[0]["entities"] == [  # "... two weeks . Empire State Building = ESB . Pretty bad ..."
         {"type": "facility", "text": "Empire State Building", "start": 64, "end": 85},
-        {"type": "facility", "text": "ESB", "start": 88, "end": 91}]
+        {"type": "facility", "text": "ESB", "start": 88, "end": 91},
+    ]
 
 
 def test_rows_without_tagged_words_do_not_crash(tmp_path, zh, one_thread):
     for head in ("softmax", "crf"):
         task = NerTask(head=head)
-        examples = task.read(write(tmp_path, "ws.json", cluener(
-            {"text": "  ", "label": {}}, {"text": "张三", "label": {"name": {"张三": [[0, 1]]}}})))
+        examples = task.read(
+            write(
+                tmp_path,
+                "ws.json",
+                cluener({"text": "  ", "label": {}}, {"text": "张三", "label": {"name": {"张三": [[0, 1]]}}}),
+            )
+        )
         task.fit(examples)
         features = task.featurize(examples, zh, 16)
         assert [w for w in features[0]["words"] if w >= 0] == []
@@ -416,8 +488,9 @@ def check_encode_words(tokenizer, examples, sample: int):
         lib = tokenizer._tk.encode(words, is_pretokenized=True, add_special_tokens=False)
         assert word_ids == lib.word_ids
         for w, word in enumerate(words):
-            assert tokenizer.convert_ids_to_tokens(
-                [i for i, v in zip(ids, word_ids) if v == w]) == tokenizer.tokenize(word)
+            assert tokenizer.convert_ids_to_tokens([i for i, v in zip(ids, word_ids) if v == w]) == tokenizer.tokenize(
+                word
+            )
 
 
 def test_encode_words_matches_per_word_tokenization_wnut16(wnut16_dir, en):

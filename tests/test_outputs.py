@@ -1,5 +1,6 @@
 """Nothing the user has is lost: outputs are checked before any compute, existing ones are replaced
 only with --overwrite, an input is never an output, --resume refuses another job, writes are atomic."""
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,9 @@ def test_rerun_into_a_finished_run_keeps_its_files(finished_run, tiny_dir, mr_sm
     assert {p.name: p.read_bytes() for p in finished_run.iterdir() if p.is_file()} == before
 
 
-def test_resume_refuses_changed_labels_data_task_or_model(finished_run, tiny_dir, mr_small, tmp_path, minilm_dir,
-                                                          capsys):
+def test_resume_refuses_changed_labels_data_task_or_model(
+    finished_run, tiny_dir, mr_small, tmp_path, minilm_dir, capsys
+):
     train, dev = mr_small
     yaml_before = (finished_run / "finetune.yaml").read_bytes()
     relabelled = tmp_path / "train.tsv"
@@ -98,8 +100,10 @@ def test_finetune_output_that_is_an_input_is_refused(tiny_dir, mr_small, capsys)
 def test_predict_never_writes_over_its_input_or_an_existing_file(finished_run, tmp_path, capsys):
     texts = tmp_path / "texts.txt"
     texts.write_text("a gorgeous film\na dull film\n")
-    assert cli(["predict", "--model", str(finished_run), "--input", str(texts), "--output", str(texts),
-                "--overwrite"]) == 2
+    assert (
+        cli(["predict", "--model", str(finished_run), "--input", str(texts), "--output", str(texts), "--overwrite"])
+        == 2
+    )
     assert "is also an input" in _err(capsys)
     assert texts.read_text() == "a gorgeous film\na dull film\n"
     out = tmp_path / "preds.jsonl"
@@ -107,8 +111,9 @@ def test_predict_never_writes_over_its_input_or_an_existing_file(finished_run, t
     assert cli(["predict", "--model", str(finished_run), "--input", str(texts), "--output", str(out)]) == 2
     assert "already exists; pass --overwrite" in _err(capsys)
     assert out.read_text() == "keep me\n"
-    assert cli(["predict", "--model", str(finished_run), "--input", str(texts), "--output", str(out),
-                "--overwrite"]) == 0
+    assert (
+        cli(["predict", "--model", str(finished_run), "--input", str(texts), "--output", str(out), "--overwrite"]) == 0
+    )
     assert len(out.read_text().splitlines()) == 2
 
 
@@ -120,8 +125,9 @@ def test_a_bad_output_place_fails_before_the_model_is_loaded(verb, tmp_path, mr_
     blocker.write_text("")
     data_flag = "--data" if verb == "evaluate" else "--input"
     for output, expected in ((tmp_path, "is a directory"), (blocker / "out.json", "is a file, not a directory")):
-        assert cli([verb, "--model", str(tmp_path / "no-such-model"), data_flag, str(dev),
-                    "--output", str(output)]) == 2
+        assert (
+            cli([verb, "--model", str(tmp_path / "no-such-model"), data_flag, str(dev), "--output", str(output)]) == 2
+        )
         assert expected in _err(capsys)
 
 

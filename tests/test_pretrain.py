@@ -1,6 +1,7 @@
 """Pretraining: LAMB's update by hand, the MLM + NSP loss against Hugging Face's, the loss normalisation
 over micro-batches, `bertkit pretrain` from scratch and continued from MiniLM on data built from real
 text, the saved directory in transformers and in `bertkit finetune`, and exact resume after SIGKILL."""
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,37 @@ from bertkit.tasks.pretrain import PretrainTask
 from bertkit.train.optim import Lamb, build_optimizer
 
 # A small from-scratch model: MiniLM's vocab, 2 layers of hidden 32.
-SMALL = ["--model-size", "tiny", "--config-overrides.hidden-size=32", "--config-overrides.num-attention-heads=2",
-         "--config-overrides.max-position-embeddings=64"]
+SMALL = [
+    "--model-size",
+    "tiny",
+    "--config-overrides.hidden-size=32",
+    "--config-overrides.num-attention-heads=2",
+    "--config-overrides.max-position-embeddings=64",
+]
 
 
 def build_data(text: Path, out: Path, *options: str) -> Path:
-    assert cli(["pretrain-data", "--input", str(text), "--vocab", "minilm", "--output", str(out),
-                "--max-seq-length", "32", "--max-predictions", "5", "--dupe-factor", "1", *options]) == 0
+    assert (
+        cli(
+            [
+                "pretrain-data",
+                "--input",
+                str(text),
+                "--vocab",
+                "minilm",
+                "--output",
+                str(out),
+                "--max-seq-length",
+                "32",
+                "--max-predictions",
+                "5",
+                "--dupe-factor",
+                "1",
+                *options,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -55,9 +80,25 @@ def mlm_data(tmp_path_factory, corpus) -> Path:
 
 
 def _pretrain(data: Path, out: Path, *extra: str) -> int:
-    return cli(["pretrain", *SMALL, "--vocab", "minilm", "--data", str(data), "--output", str(out),
-                "--train.batch-size=8", "--train.lr=1e-3", "--train.log-every=1", "--eval-instances=16",
-                "--device", "cpu", *extra])
+    return cli(
+        [
+            "pretrain",
+            *SMALL,
+            "--vocab",
+            "minilm",
+            "--data",
+            str(data),
+            "--output",
+            str(out),
+            "--train.batch-size=8",
+            "--train.lr=1e-3",
+            "--train.log-every=1",
+            "--eval-instances=16",
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
 
 
 # --- LAMB --------------------------------------------------------------------------------------
@@ -68,8 +109,11 @@ def test_lamb_first_step_by_hand():
     lr * ||w|| / ||u|| along u = sign(g) + wd * w; a bias by lr * sign(g) (no trust ratio, no decay)."""
     w = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ||w|| = 5
     b = torch.nn.Parameter(torch.tensor([0.5, -0.5]))
-    opt = Lamb([{"params": [w], "weight_decay": 0.1, "adapt": True},
-                {"params": [b], "weight_decay": 0.0, "adapt": False}], lr=0.1, eps=0.0)
+    opt = Lamb(
+        [{"params": [w], "weight_decay": 0.1, "adapt": True}, {"params": [b], "weight_decay": 0.0, "adapt": False}],
+        lr=0.1,
+        eps=0.0,
+    )
     w.grad = torch.tensor([[2.0, -1.0]])
     b.grad = torch.tensor([-3.0, 0.25])
     opt.step()
@@ -95,8 +139,9 @@ def test_lamb_step_two_uses_moments_and_zero_norm_weights_get_ratio_one():
 
 
 def test_build_optimizer_groups():
-    model = BertForPreTraining(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
-                                          num_attention_heads=2, intermediate_size=32))
+    model = BertForPreTraining(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    )
     lamb = build_optimizer(model, 1e-3, 0.01, "lamb")
     assert isinstance(lamb, Lamb)
     assert [(g["weight_decay"], g["adapt"]) for g in lamb.param_groups] == [(0.01, True), (0.0, False)]
@@ -117,8 +162,12 @@ def _features(n=6, T=12, vocab=101, seed=0, nsp=True) -> list[dict]:
         length = T - (i % 3) * 2
         ids = torch.randint(5, vocab, (length,), generator=g).tolist()
         positions = sorted(torch.randperm(length - 2, generator=g)[: 1 + i % 3].add(1).tolist())
-        feature = {"input_ids": ids, "token_type_ids": [0] * 5 + [1] * (length - 5),
-                   "masked_positions": positions, "masked_ids": [ids[p] for p in positions]}
+        feature = {
+            "input_ids": ids,
+            "token_type_ids": [0] * 5 + [1] * (length - 5),
+            "masked_positions": positions,
+            "masked_ids": [ids[p] for p in positions],
+        }
         for p in positions:
             ids[p] = 4  # [MASK]
         if nsp:
@@ -134,8 +183,16 @@ def test_loss_matches_transformers():
     from bertkit.checkpoint import load_weights
 
     torch.manual_seed(0)
-    cfg = dict(vocab_size=101, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-               max_position_embeddings=40, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cfg = dict(
+        vocab_size=101,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=40,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     hf = transformers.BertForPreTraining(transformers.BertConfig(**cfg)).eval()
     with torch.no_grad():
         for p in hf.parameters():
@@ -148,15 +205,23 @@ def test_loss_matches_transformers():
         real = batch["masked_ids"][row] != -100
         labels[row, batch["masked_positions"][row][real]] = batch["masked_ids"][row][real]
     with torch.no_grad():
-        expected = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                      token_type_ids=batch["token_type_ids"], labels=labels,
-                      next_sentence_label=batch["nsp_label"]).loss
+        expected = hf(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            labels=labels,
+            next_sentence_label=batch["nsp_label"],
+        ).loss
         got = PretrainTask(nsp=True).loss(ours, batch)
     assert abs(got.item() - expected.item()) <= 1e-5
     # Without NSP only the MLM term is left.
     with torch.no_grad():
-        mlm_only = hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                      token_type_ids=batch["token_type_ids"], labels=labels).prediction_logits
+        mlm_only = hf(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch["token_type_ids"],
+            labels=labels,
+        ).prediction_logits
         expected_mlm = torch.nn.functional.cross_entropy(mlm_only.flatten(0, 1), labels.flatten())
         got_mlm = PretrainTask(nsp=False).loss(ours, batch)
     assert abs(got_mlm.item() - expected_mlm.item()) <= 1e-5
@@ -166,8 +231,9 @@ def test_split_batches_with_global_counts_add_up_to_the_whole():
     """Two micro-batches (or two processes) with the step's total counts give the whole batch's mean loss,
     although they hold 1+2+3 and 1+2+3 masked tokens in different rows (a mean of means would not)."""
     torch.manual_seed(0)
-    model = BertForPreTraining(BertConfig(vocab_size=101, hidden_size=32, num_hidden_layers=1,
-                                          num_attention_heads=2, intermediate_size=48)).eval()
+    model = BertForPreTraining(
+        BertConfig(vocab_size=101, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48)
+    ).eval()
     task = PretrainTask()
     features = _features(n=5)
     whole = collate(features)
@@ -183,8 +249,9 @@ def test_split_batches_with_global_counts_add_up_to_the_whole():
 
 def test_evaluation_metrics_pool_tokens():
     torch.manual_seed(0)
-    model = BertForPreTraining(BertConfig(vocab_size=101, hidden_size=32, num_hidden_layers=1,
-                                          num_attention_heads=2, intermediate_size=48)).eval()
+    model = BertForPreTraining(
+        BertConfig(vocab_size=101, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48)
+    ).eval()
     task = PretrainTask()
     features = [{**f, "example": i} for i, f in enumerate(_features(n=6))]
     outputs = [task.forward(model, collate(features[:4])), task.forward(model, collate(features[4:]))]
@@ -192,8 +259,9 @@ def test_evaluation_metrics_pool_tokens():
     metrics = task.metrics(preds, features)
     assert sum(p["mlm_count"] for p in preds) == 12  # 1+2+3 masked tokens, twice
     with torch.no_grad():  # the pooled MLM loss is the per-token mean over the whole set
-        assert metrics["mlm_loss"] == pytest.approx(PretrainTask(nsp=False).loss(model, collate(features)).item(),
-                                                    abs=1e-5)
+        assert metrics["mlm_loss"] == pytest.approx(
+            PretrainTask(nsp=False).loss(model, collate(features)).item(), abs=1e-5
+        )
     assert metrics["perplexity"] == pytest.approx(float(torch.tensor(metrics["mlm_loss"]).exp()), rel=1e-6)
     assert set(metrics) == {"mlm_accuracy", "mlm_loss", "perplexity", "nsp_accuracy"}
 
@@ -218,8 +286,16 @@ def test_pretrain_from_scratch_loads_in_transformers_and_finetunes(nsp_data, mr_
     out = tmp_path / "scratch"
     assert _pretrain(nsp_data, out, "--train.max-steps=6", "--train.eval-every=3", "--train.optimizer=lamb") == 0
     printed = json.loads(capsys.readouterr().out)
-    for name in ("config.json", "model.safetensors", "vocab.txt", "pretrain.yaml", "metrics.json", "metrics.jsonl",
-                 "training.png", "checkpoint/state.pt"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "vocab.txt",
+        "pretrain.yaml",
+        "metrics.json",
+        "metrics.jsonl",
+        "training.png",
+        "checkpoint/state.pt",
+    ):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["BertForPreTraining"]
@@ -237,8 +313,9 @@ def test_pretrain_from_scratch_loads_in_transformers_and_finetunes(nsp_data, mr_
     ours = load_model(out, BertForPreTraining)
     batch = collate(_features(vocab=30522))
     with torch.no_grad():
-        expected = hf.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             token_type_ids=batch["token_type_ids"])
+        expected = hf.eval()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]
+        )
         mlm, nsp = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     assert (mlm - expected.prediction_logits).abs().max().item() <= 1e-4
     assert (nsp - expected.seq_relationship_logits).abs().max().item() <= 1e-4
@@ -247,16 +324,54 @@ def test_pretrain_from_scratch_loads_in_transformers_and_finetunes(nsp_data, mr_
     train = tmp_path / "train.tsv"
     rows = (mr_dir / "train.tsv").read_text(encoding="utf-8").splitlines()
     train.write_text("\n".join(rows[:33]) + "\n", encoding="utf-8")
-    assert cli(["finetune", "--task", "classify", "--model", str(out), "--train", str(train), "--dev", str(train),
-                "--output", str(tmp_path / "ft"), "--max-length", "32", "--train.epochs=1", "--device", "cpu"]) == 0
+    assert (
+        cli(
+            [
+                "finetune",
+                "--task",
+                "classify",
+                "--model",
+                str(out),
+                "--train",
+                str(train),
+                "--dev",
+                str(train),
+                "--output",
+                str(tmp_path / "ft"),
+                "--max-length",
+                "32",
+                "--train.epochs=1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "accuracy" in json.loads((tmp_path / "ft/metrics.json").read_text())
 
 
 def test_continue_minilm_gets_a_fresh_tied_mlm_head(nsp_data, minilm_dir, tmp_path, caplog):
     out = tmp_path / "minilm-more"
     with caplog.at_level(logging.INFO, logger="bertkit"):
-        assert cli(["pretrain", "--model", "minilm", "--data", str(nsp_data), "--output", str(out),
-                    "--train.max-steps=2", "--train.batch-size=4", "--eval-instances=8", "--device", "cpu"]) == 0
+        assert (
+            cli(
+                [
+                    "pretrain",
+                    "--model",
+                    "minilm",
+                    "--data",
+                    str(nsp_data),
+                    "--output",
+                    str(out),
+                    "--train.max-steps=2",
+                    "--train.batch-size=4",
+                    "--eval-instances=8",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
     said = [r.getMessage() for r in caplog.records if "has no MLM head" in r.getMessage()]
     assert len(said) == 1 and "mlm.dense.weight" in said[0] and "nsp.weight" in said[0]
     assert "tied to the word embeddings" in said[0]
@@ -275,8 +390,16 @@ def test_without_nsp_the_pooler_and_nsp_head_stay_as_they_were(mlm_data, tmp_pat
     out = tmp_path / "mlm"
     assert _pretrain(mlm_data, out, "--train.max-steps=3", "--dev", str(mlm_data)) == 0  # dev: its first 16
     torch.manual_seed(42)  # the model pretrain builds with the default seed
-    fresh = BertForPreTraining(BertConfig.preset("tiny", vocab_size=30522, hidden_size=32, num_attention_heads=2,
-                                                 intermediate_size=128, max_position_embeddings=64))
+    fresh = BertForPreTraining(
+        BertConfig.preset(
+            "tiny",
+            vocab_size=30522,
+            hidden_size=32,
+            num_attention_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=64,
+        )
+    )
     trained = torch.load(out / "checkpoint/state.pt", weights_only=True)["model"]
     for name, value in fresh.state_dict().items():
         if name.startswith(("nsp.", "bert.pooler.")):
@@ -302,15 +425,18 @@ def test_held_out_from_repeated_data_says_it_is_optimistic(corpus, nsp_data, tmp
             assert not said, (name, said)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--model-size", "tiny", "--vocab", "minilm", "--eval-instances=100000"], "leaves nothing to train on"),
-    (["--model-size", "tiny"], "say which model to train"),
-    (["--vocab", "minilm"], "pass --model-size"),
-    (["--model", "minilm", "--model-size", "tiny"], "leave out --model-size and --vocab"),
-    (["--model", "minilm", "--config-overrides.hidden-size=64"], "would change the shape of minilm"),
-    (["--model-size", "tiny", "--vocab", "zh-vocab"], "rebuild the data with the model's vocab.txt"),
-    (["--model-size", "tiny", "--vocab", "minilm", "--dev", "MLM_DATA"], "--dev MLM_DATA was built with nsp=False"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model-size", "tiny", "--vocab", "minilm", "--eval-instances=100000"], "leaves nothing to train on"),
+        (["--model-size", "tiny"], "say which model to train"),
+        (["--vocab", "minilm"], "pass --model-size"),
+        (["--model", "minilm", "--model-size", "tiny"], "leave out --model-size and --vocab"),
+        (["--model", "minilm", "--config-overrides.hidden-size=64"], "would change the shape of minilm"),
+        (["--model-size", "tiny", "--vocab", "zh-vocab"], "rebuild the data with the model's vocab.txt"),
+        (["--model-size", "tiny", "--vocab", "minilm", "--dev", "MLM_DATA"], "--dev MLM_DATA was built with nsp=False"),
+    ],
+)
 def test_errors_say_how_to_fix(nsp_data, mlm_data, minilm_dir, zh_vocab_dir, tmp_path, capsys, args, message):
     args = [str(mlm_data) if a == "MLM_DATA" else a for a in args]
     message = message.replace("MLM_DATA", str(mlm_data))
@@ -323,14 +449,31 @@ def test_errors_say_how_to_fix(nsp_data, mlm_data, minilm_dir, zh_vocab_dir, tmp
 def test_resume_after_kill_matches_uninterrupted_run(mlm_data, tmp_path):
     """SIGKILL a run mid-training (dynamic masking, several epochs, max_steps), resume it: the final
     weights equal those of a run never stopped, and metrics.jsonl holds each step once."""
-    args = [*SMALL, "--vocab", "minilm", "--data", str(mlm_data), "--train.batch-size=32", "--train.lr=1e-3",
-            "--train.log-every=1", "--eval-instances=16", "--train.max-steps=30", "--train.checkpoint-every=1",
-            "--train.eval-every=10", "--device", "cpu"]
+    args = [
+        *SMALL,
+        "--vocab",
+        "minilm",
+        "--data",
+        str(mlm_data),
+        "--train.batch-size=32",
+        "--train.lr=1e-3",
+        "--train.log-every=1",
+        "--eval-instances=16",
+        "--train.max-steps=30",
+        "--train.checkpoint-every=1",
+        "--train.eval-every=10",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # both runs: the same thread count, so the same float sums
 
     def run(out: Path, *extra: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "bertkit.cli.main", "pretrain", *args, "--output", str(out),
-                                 *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-m", "bertkit.cli.main", "pretrain", *args, "--output", str(out), *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
 
     assert run(tmp_path / "whole").wait() == 0
     killed = tmp_path / "killed"
@@ -356,12 +499,14 @@ def test_resume_after_kill_matches_uninterrupted_run(mlm_data, tmp_path):
 
     def log(run_dir):
         return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
     assert log(killed) == log(tmp_path / "whole")
     assert [r["step"] for r in log(killed) if "dev" in r] == [10, 20, 30]
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs" / "pretrain").glob("*.yaml")),
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs" / "pretrain").glob("*.yaml")), ids=lambda p: p.stem
+)
 def test_pretrain_configs_parse_and_say_how_to_run(path, minilm_dir, zh_vocab_dir):
     from bertkit.config import parse_args
     from bertkit.fetch import resolve_model

@@ -2,6 +2,7 @@
 tokens name their document and sentence, reproducibility (seeds, worker counts), bad input, and real
 corpus-en / corpus-zh built and read back through `PretrainingData`.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,13 +41,14 @@ def original_ids(feature: dict) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------- masking
 
+
 @pytest.fixture(scope="module")
 def en_sequences(en, corpus_en_dir):
     """[CLS] + 126 tokens + [SEP] windows over the first 2,500 paragraphs of corpus-en."""
     with open(corpus_en_dir / "corpus.txt", encoding="utf-8") as f:
         lines = [line for _, line in zip(range(2500), f)]
     ids = [t for enc in en._tk.encode_batch(lines, add_special_tokens=False) for t in enc.ids]
-    return [[en.cls_id, *ids[k:k + 126], en.sep_id] for k in range(0, len(ids) - 126, 126)]
+    return [[en.cls_id, *ids[k : k + 126], en.sep_id] for k in range(0, len(ids) - 126, 126)]
 
 
 def test_mask_tokens_rates_and_whole_words_on_real_english(en, en_sequences):
@@ -57,15 +59,14 @@ def test_mask_tokens_rates_and_whole_words_on_real_english(en, en_sequences):
     maskable = 0
     for ids in en_sequences:
         starts = wordpiece_starts(ids, is_cont)
-        masked, positions, labels = mask_tokens(ids, starts, en.vocab_size, special, rng, 0.15, 20,
-                                                mask_id=en.mask_id)
+        masked, positions, labels = mask_tokens(ids, starts, en.vocab_size, special, rng, 0.15, 20, mask_id=en.mask_id)
         assert positions == sorted(set(positions)) and labels == [ids[p] for p in positions]
         assert all(ids[p] not in special for p in positions)  # [CLS] / [SEP] never masked
         assert all(masked[p] == ids[p] for p in range(len(ids)) if p not in set(positions))
         chosen = set(positions)
         for p in range(2, len(ids) - 1):  # whole words: a ## piece goes with the token before it
             if is_cont[ids[p]]:  # (a window that starts with a ## piece starts a word there)
-                assert (p in chosen) == (p - 1 in chosen), en.convert_ids_to_tokens(ids[p - 3:p + 2])
+                assert (p in chosen) == (p - 1 in chosen), en.convert_ids_to_tokens(ids[p - 3 : p + 2])
         for p in positions:
             kind = "mask" if masked[p] == en.mask_id else "same" if masked[p] == ids[p] else "random"
             counts[kind] += 1
@@ -83,14 +84,17 @@ def test_mask_tokens_caps_predictions_and_takes_a_numpy_generator(en, en_sequenc
     special = {en.vocab[t] for t in SPECIAL_TOKENS}
     rng = np.random.default_rng(0)
     for ids in en_sequences[:200]:
-        _, positions, _ = mask_tokens(ids, [True] * len(ids), en.vocab_size, special, rng, 0.5, 20,
-                                      mask_id=en.mask_id)
+        _, positions, _ = mask_tokens(ids, [True] * len(ids), en.vocab_size, special, rng, 0.5, 20, mask_id=en.mask_id)
         assert len(positions) == 20  # 0.5 * 126 capped at max_predictions
-    _, positions, _ = mask_tokens([en.cls_id, 2000, en.sep_id], [True] * 3, en.vocab_size, special, rng,
-                                  mask_id=en.mask_id)
+    _, positions, _ = mask_tokens(
+        [en.cls_id, 2000, en.sep_id], [True] * 3, en.vocab_size, special, rng, mask_id=en.mask_id
+    )
     assert positions == [1]  # at least one prediction, never a special token
-    assert mask_tokens([en.cls_id, en.sep_id], [True, True], en.vocab_size, special, rng, mask_id=en.mask_id) \
-        == ([en.cls_id, en.sep_id], [], [])
+    assert mask_tokens([en.cls_id, en.sep_id], [True, True], en.vocab_size, special, rng, mask_id=en.mask_id) == (
+        [en.cls_id, en.sep_id],
+        [],
+        [],
+    )
 
 
 def test_chinese_whole_words_come_from_jieba(zh):
@@ -106,8 +110,9 @@ def test_chinese_whole_words_come_from_jieba(zh):
     special = {zh.vocab[t] for t in SPECIAL_TOKENS}
     seen = set()
     for seed in range(500):
-        _, positions, _ = mask_tokens(ids, [True, *starts, True], zh.vocab_size, special, random.Random(seed),
-                                      0.45, 20, mask_id=zh.mask_id)
+        _, positions, _ = mask_tokens(
+            ids, [True, *starts, True], zh.vocab_size, special, random.Random(seed), 0.45, 20, mask_id=zh.mask_id
+        )
         # round(0.45 * 7) = 3 positions: 我+北京, 爱+北京, or 天安门, always whole words
         groups = [w for w in words if set(w) <= set(positions)]
         assert sorted(p for w in groups for p in w) == positions
@@ -143,6 +148,7 @@ def test_jieba_groups_match_jieba_words_on_real_chinese(zh, corpus_zh_dir):
 
 # ---------------------------------------------------------------------------------------------- NSP
 
+
 def labelled_corpus(tmp_path: Path, n_docs=10, n_sents=12) -> tuple[Path, Path]:
     """Sentences of 6 tokens `dKsJ`: every token names its document K and sentence J."""
     tokens = [f"d{k}s{j}" for k in range(n_docs) for j in range(n_sents)]
@@ -162,8 +168,12 @@ def doc_sent(token: str) -> tuple[int, int]:
 def test_nsp_pairs_continuation_or_another_document(tmp_path):
     corpus, vocab = labelled_corpus(tmp_path, N_DOCS, N_SENTS)
     out = tmp_path / "data"
-    index = build_pretraining_data([corpus], vocab, out, BuildSettings(
-        max_seq_length=32, dupe_factor=4, masking="dynamic", whole_word="none", chunk_mb=0.05))
+    index = build_pretraining_data(
+        [corpus],
+        vocab,
+        out,
+        BuildSettings(max_seq_length=32, dupe_factor=4, masking="dynamic", whole_word="none", chunk_mb=0.05),
+    )
     assert index["inputs"][0]["format"] == "sentences"
     assert index["stats"]["documents"] == N_DOCS and index["stats"]["sentences"] == N_DOCS * N_SENTS
     data = PretrainingData(out, vocab_size=5 + N_DOCS * N_SENTS)
@@ -174,8 +184,8 @@ def test_nsp_pairs_continuation_or_another_document(tmp_path):
         tokens = tk.convert_ids_to_tokens(original_ids(f))
         n_a = f["token_type_ids"].index(1) - 2
         assert tokens[0] == "[CLS]" and tokens[n_a + 1] == "[SEP]" and tokens[-1] == "[SEP]"
-        a = [doc_sent(t) for t in tokens[1:n_a + 1]]
-        b = [doc_sent(t) for t in tokens[n_a + 2:-1]]
+        a = [doc_sent(t) for t in tokens[1 : n_a + 1]]
+        b = [doc_sent(t) for t in tokens[n_a + 2 : -1]]
         assert len(tokens) <= 32 and a and b
         assert len({k for k, _ in a}) == 1 and len({k for k, _ in b}) == 1  # each segment from one document
         assert a == sorted(a) and b == sorted(b)  # in order
@@ -214,14 +224,16 @@ def test_packed_full_sentences_cross_documents():
     assert [x.ids for x in out] == [
         [2] + [10] * 15 + [3, 11, 11, 11, 11, 11, 3],  # doc 0, [SEP], the first sentence of doc 1
         [2] + [11] * 10 + [3] + [12] * 10 + [3],
-        [2, 12, 12, 12, 12, 12, 3] + [13] * 15 + [3]]
+        [2, 12, 12, 12, 12, 12, 3] + [13] * 15 + [3],
+    ]
     assert all(set(x.type_ids) == {0} and x.nsp_label == -1 for x in out)
 
 
 def test_no_nsp_data_has_no_labels(tmp_path):
     corpus, vocab = labelled_corpus(tmp_path, n_docs=10)
-    index = build_pretraining_data([corpus], vocab, tmp_path / "d", BuildSettings(max_seq_length=64, nsp=False,
-                                                                                  dupe_factor=1))
+    index = build_pretraining_data(
+        [corpus], vocab, tmp_path / "d", BuildSettings(max_seq_length=64, nsp=False, dupe_factor=1)
+    )
     data = PretrainingData(tmp_path / "d")
     assert not data.nsp and not (tmp_path / "d" / "shard-00000.nsp_labels.npy").exists()
     f = data.feature(0)
@@ -234,6 +246,7 @@ def test_no_nsp_data_has_no_labels(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- reproducibility
+
 
 def shard_bytes(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
@@ -261,9 +274,10 @@ def test_dynamic_masks_depend_on_epoch_and_index_only(tmp_path, corpus_en_dir, m
     for i in range(len(data)):
         f0, f1 = data.feature(i, epoch=0), data.feature(i, epoch=1)
         assert f0 == again.feature(i, epoch=0)
-        assert original_ids(f0) == original_ids(f1) == raw[i, :data.lengths[i]].tolist()
-    assert sum(data.feature(i, 0)["masked_positions"] != data.feature(i, 1)["masked_positions"]
-               for i in range(len(data))) > 0.9 * len(data)
+        assert original_ids(f0) == original_ids(f1) == raw[i, : data.lengths[i]].tolist()
+    assert sum(
+        data.feature(i, 0)["masked_positions"] != data.feature(i, 1)["masked_positions"] for i in range(len(data))
+    ) > 0.9 * len(data)
     pickled = pickle.dumps(data)  # for DataLoader workers: the files are reopened, not copied
     assert len(pickled) < 1000 and pickle.loads(pickled).feature(3, epoch=2) == data.feature(3, epoch=2)
 
@@ -280,21 +294,37 @@ def test_shard_of_splits_disjoint_and_covering(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- bad input
 
+
 def test_bad_input_is_counted_and_named_not_fatal(tmp_path):
     _, vocab = labelled_corpus(tmp_path, n_docs=5)
     s = lambda k, j: " ".join([f"d{k}s{j}"] * 6)  # noqa: E731
-    lines = [s(0, 0), s(0, 1), "", "", "",  # blank lines in a row: no document
-             s(1, 0), "", # a one-sentence document
-             "\x00\x01\x02", "", # a document with no text
-             s(2, 0), "BAD", s(2, 1), "",  # an invalid UTF-8 line
-             " ".join(["d3s0"] * 80), s(3, 1), "",  # a sentence longer than a sequence
-             s(4, 0), s(4, 1)]
+    lines = [
+        s(0, 0),
+        s(0, 1),
+        "",
+        "",
+        "",  # blank lines in a row: no document
+        s(1, 0),
+        "",  # a one-sentence document
+        "\x00\x01\x02",
+        "",  # a document with no text
+        s(2, 0),
+        "BAD",
+        s(2, 1),
+        "",  # an invalid UTF-8 line
+        " ".join(["d3s0"] * 80),
+        s(3, 1),
+        "",  # a sentence longer than a sequence
+        s(4, 0),
+        s(4, 1),
+    ]
     corpus = tmp_path / "bad.txt"
     corpus.write_bytes("\n".join(lines).encode("utf-8").replace(b"BAD", b"caf\xe9 latin-1") + b"\n")
     index = build_pretraining_data([corpus], vocab, tmp_path / "d", BuildSettings(max_seq_length=32))
     stats = index["stats"]
     assert stats["bad_lines"] == 1 and stats["bad_line_examples"] == [
-        f"{corpus}:11: not UTF-8 (byte 0xe9 at column 4); line skipped"]
+        f"{corpus}:11: not UTF-8 (byte 0xe9 at column 4); line skipped"
+    ]
     assert stats["long_sentences"] == 1
     assert stats["long_sentence_examples"] == [f"{corpus}:14: sentence of 80 tokens cut to 29"]
     assert (stats["documents"], stats["empty_documents"], stats["one_sentence_documents"]) == (5, 1, 1)
@@ -304,15 +334,26 @@ def test_bad_input_is_counted_and_named_not_fatal(tmp_path):
 
 
 def test_layouts_and_sentence_splitting(tmp_path):
-    assert split_sentences('He said "stop." Then he left! Was it 3.5 p.m. today? Yes') == \
-        ['He said "stop."', "Then he left!", "Was it 3.5 p.m. today?", "Yes"]
-    assert split_sentences("今天下雨了。我没去，“真的吗？”他问；好") == \
-        ["今天下雨了。", "我没去，“真的吗？”", "他问；", "好"]
+    assert split_sentences('He said "stop." Then he left! Was it 3.5 p.m. today? Yes') == [
+        'He said "stop."',
+        "Then he left!",
+        "Was it 3.5 p.m. today?",
+        "Yes",
+    ]
+    assert split_sentences("今天下雨了。我没去，“真的吗？”他问；好") == [
+        "今天下雨了。",
+        "我没去，“真的吗？”",
+        "他问；",
+        "好",
+    ]
     (tmp_path / "s.txt").write_text("a.\nb.\n\nc.\nd.\n\ne.\n", encoding="utf-8")
     (tmp_path / "p.txt").write_text("a. b.\n\nc. d.\n\ne.\n", encoding="utf-8")
     (tmp_path / "q.txt").write_text("a. b.\nc. d.\n", encoding="utf-8")
-    assert [detect_layout(tmp_path / n) for n in ("s.txt", "p.txt", "q.txt")] == \
-        ["sentences", "paragraphs", "paragraphs"]
+    assert [detect_layout(tmp_path / n) for n in ("s.txt", "p.txt", "q.txt")] == [
+        "sentences",
+        "paragraphs",
+        "paragraphs",
+    ]
 
 
 def test_readable_errors(tmp_path):
@@ -339,6 +380,7 @@ def test_readable_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- real corpora
+
 
 @pytest.mark.data
 @pytest.mark.parametrize("lang", ["en", "zh"])
@@ -367,8 +409,8 @@ def test_real_corpus_round_trip(lang, tmp_path, request):
     for i in range(0, n, n // 20):  # segment A is a run of text of one line of the corpus
         f = data.feature(i)
         ids = original_ids(f)
-        a = ids[1:f["token_type_ids"].index(1) - 1]
-        assert any(a == line[k:k + len(a)] for line in lines for k in range(len(line) - len(a) + 1))
+        a = ids[1 : f["token_type_ids"].index(1) - 1]
+        assert any(a == line[k : k + len(a)] for line in lines for k in range(len(line) - len(a) + 1))
         masked = [f["input_ids"][p] for p in f["masked_positions"]]
         assert 0 < len(masked) <= 20 and masked.count(tk.mask_id) >= len(masked) // 3
     text = tk.decode(original_ids(data.feature(0)), skip_special_tokens=False)
@@ -377,17 +419,46 @@ def test_real_corpus_round_trip(lang, tmp_path, request):
 
 # ---------------------------------------------------------------------------------------------- CLI
 
+
 def test_cli_pretrain_data(tmp_path, capsys):
     corpus, vocab = labelled_corpus(tmp_path, n_docs=8)
     out = tmp_path / "d"
-    argv = ["pretrain-data", "--input", str(corpus), "--vocab", str(vocab), "--output", str(out),
-            "--max-seq-length", "32", "--masking", "dynamic", "--no-nsp", "--seed", "7"]
+    argv = [
+        "pretrain-data",
+        "--input",
+        str(corpus),
+        "--vocab",
+        str(vocab),
+        "--output",
+        str(out),
+        "--max-seq-length",
+        "32",
+        "--masking",
+        "dynamic",
+        "--no-nsp",
+        "--seed",
+        "7",
+    ]
     assert main(argv) == 0
     assert capsys.readouterr().out.strip() == str(out)
     data = PretrainingData(out)
     assert data.dynamic and not data.nsp and data.index["seed"] == 7 and len(data) > 0
     assert main(argv) == 2
     assert "pass --overwrite to replace it" in capsys.readouterr().err
-    assert main(["pretrain-data", "--input", str(corpus), "--vocab", str(vocab), "--output", str(out),
-                 "--masking", "dynamc"]) == 2
+    assert (
+        main(
+            [
+                "pretrain-data",
+                "--input",
+                str(corpus),
+                "--vocab",
+                str(vocab),
+                "--output",
+                str(out),
+                "--masking",
+                "dynamc",
+            ]
+        )
+        == 2
+    )
     assert "did you mean `dynamic`" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Extractive QA: reading SQuAD, windows with doc stride, span decoding and SQuAD EM/F1 as worked examples."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,11 @@ from bertkit.model import BertConfig
 from bertkit.tasks.qa import QATask, doc_windows, max_context_owner
 from bertkit.tokenizer import BertTokenizer
 
-BRIDGE = ("The river rises in the northern hills. " * 3
-          + "The old stone bridge was built in 1742 by the monks of Saint Gall. "
-          + "Boats carry grain and timber to the coast. " * 3)
+BRIDGE = (
+    "The river rises in the northern hills. " * 3
+    + "The old stone bridge was built in 1742 by the monks of Saint Gall. "
+    + "Boats carry grain and timber to the coast. " * 3
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +30,15 @@ def tokenizer(minilm_dir):
 
 def example(question, context, answer=None, qid="q", impossible=False):
     answers = [{"text": answer, "start": context.index(answer)}] if answer else []
-    return {"id": qid, "question": question, "context": context, "answers": answers,
-            "impossible": impossible, "line": f"question {qid}", "source": "test"}
+    return {
+        "id": qid,
+        "question": question,
+        "context": context,
+        "answers": answers,
+        "impossible": impossible,
+        "line": f"question {qid}",
+        "source": "test",
+    }
 
 
 def squad_file(tmp_path, data, name="squad.json"):
@@ -62,12 +72,20 @@ def test_reads_official_squad11(squad11_dir):
 def test_reads_v2_and_jsonl(tmp_path):
     data = one_question()
     data["data"][0]["paragraphs"][0]["qas"].append(
-        {"id": "q2", "question": "Who lost?", "answers": [], "is_impossible": True,
-         "plausible_answers": [{"text": "Carolina Panthers", "answer_start": 28}]})
+        {
+            "id": "q2",
+            "question": "Who lost?",
+            "answers": [],
+            "is_impossible": True,
+            "plausible_answers": [{"text": "Carolina Panthers", "answer_start": 28}],
+        }
+    )
     task = QATask()
     examples = task.read(squad_file(tmp_path, data))
     assert [(e["id"], e["impossible"], e["answers"]) for e in examples] == [
-        ("q1", False, [{"text": "Denver Broncos", "start": 0}]), ("q2", True, [])]
+        ("q1", False, [{"text": "Denver Broncos", "start": 0}]),
+        ("q2", True, []),
+    ]
     task.fit(examples)
     assert task.version == "2.0"
     # Inputs for `predict`: one question a line, id and answers optional.
@@ -82,8 +100,13 @@ def test_answer_offsets_are_checked(tmp_path):
     with pytest.raises(BertkitError) as e:
         QATask().read(path)
     message = str(e.value)
-    for part in ("squad.json", "article 0 ('Tiny'), paragraph 0, question q1, answer 0",
-                 "context[20:37] is 'ted the Carolina ", "the text occurs at answer_start=28", "fix answer_start"):
+    for part in (
+        "squad.json",
+        "article 0 ('Tiny'), paragraph 0, question q1, answer 0",
+        "context[20:37] is 'ted the Carolina ",
+        "the text occurs at answer_start=28",
+        "fix answer_start",
+    ):
         assert part in message
 
 
@@ -94,24 +117,36 @@ def without(key):
     return data
 
 
-@pytest.mark.parametrize("data, where, fix", [
-    ("", "is empty", '{"data": [{"title"'),
-    ("{not json", "not valid JSON (Expecting property name enclosed in double quotes at line 1, column 2)",
-     "name the file .jsonl"),
-    ({"data": []}, "holds no questions", "expected SQuAD JSON"),
-    ({"version": "1.1"}, "no `data` list at the top", "expected SQuAD JSON"),
-    ({"data": [{"title": "Tiny"}]}, "article 0 ('Tiny'): missing `paragraphs` (found: title)", "add it"),
-    ({"data": [{"title": "Tiny", "paragraphs": [{"qas": []}]}]},
-     "article 0 ('Tiny'), paragraph 0: missing `context` (found: qas)", "add it"),
-    (without("id"), "article 0 ('Tiny'), paragraph 0, question #0: not an object with an `id`",
-     "give every question a unique id"),
-    (without("answers"), "question q1: missing `answers` (found: id, question, context)", "add it"),
-    (one_question(question=None), "question q1: `question` should be a str, got NoneType", "fix it"),
-    (one_question(question=" "), "question q1: empty `question`", "give the text"),
-    (one_question(answers=[]), "question q1: no answers", '"is_impossible": true'),
-    (one_question(answers=[{"text": "Denver"}]), "question q1, answer 0: missing `answer_start`", "add it"),
-    (one_question(is_impossible=True), "question q1: marked is_impossible but has answers", "plausible_answers"),
-])
+@pytest.mark.parametrize(
+    "data, where, fix",
+    [
+        ("", "is empty", '{"data": [{"title"'),
+        (
+            "{not json",
+            "not valid JSON (Expecting property name enclosed in double quotes at line 1, column 2)",
+            "name the file .jsonl",
+        ),
+        ({"data": []}, "holds no questions", "expected SQuAD JSON"),
+        ({"version": "1.1"}, "no `data` list at the top", "expected SQuAD JSON"),
+        ({"data": [{"title": "Tiny"}]}, "article 0 ('Tiny'): missing `paragraphs` (found: title)", "add it"),
+        (
+            {"data": [{"title": "Tiny", "paragraphs": [{"qas": []}]}]},
+            "article 0 ('Tiny'), paragraph 0: missing `context` (found: qas)",
+            "add it",
+        ),
+        (
+            without("id"),
+            "article 0 ('Tiny'), paragraph 0, question #0: not an object with an `id`",
+            "give every question a unique id",
+        ),
+        (without("answers"), "question q1: missing `answers` (found: id, question, context)", "add it"),
+        (one_question(question=None), "question q1: `question` should be a str, got NoneType", "fix it"),
+        (one_question(question=" "), "question q1: empty `question`", "give the text"),
+        (one_question(answers=[]), "question q1: no answers", '"is_impossible": true'),
+        (one_question(answers=[{"text": "Denver"}]), "question q1, answer 0: missing `answer_start`", "add it"),
+        (one_question(is_impossible=True), "question q1: marked is_impossible but has answers", "plausible_answers"),
+    ],
+)
 def test_bad_input_names_file_record_and_fix(tmp_path, data, where, fix):
     with pytest.raises(BertkitError) as e:
         QATask().read(squad_file(tmp_path, data))
@@ -123,8 +158,11 @@ def test_bad_input_names_file_record_and_fix(tmp_path, data, where, fix):
 def test_duplicate_ids_and_bad_jsonl(tmp_path):
     data = one_question()
     data["data"][0]["paragraphs"][0]["qas"] *= 2
-    with pytest.raises(BertkitError, match=r"paragraph 0, question q1: question id 'q1' was already used by "
-                                           r"article 0 \('Tiny'\), paragraph 0, question q1; .*its own"):
+    with pytest.raises(
+        BertkitError,
+        match=r"paragraph 0, question q1: question id 'q1' was already used by "
+        r"article 0 \('Tiny'\), paragraph 0, question q1; .*its own",
+    ):
         QATask().read(squad_file(tmp_path, data))
     path = squad_file(tmp_path, '{"question": "Q?", "context": "C."}\n{"question": "Q?"}\n', "in.jsonl")
     with pytest.raises(BertkitError, match=r"in.jsonl, line 2: missing `context` \(found: id, question\); add it"):
@@ -157,8 +195,9 @@ def test_long_context_windows(tokenizer, caplog):
     covered = set()
     for f in first:
         _, lo, hi = f["window"]
-        assert f["input_ids"] == [tokenizer.cls_id] + tokenizer.encode(e["question"]).ids[1:] + context[lo:hi] \
-            + [tokenizer.sep_id]
+        assert f["input_ids"] == [tokenizer.cls_id] + tokenizer.encode(e["question"]).ids[1:] + context[lo:hi] + [
+            tokenizer.sep_id
+        ]
         assert f["token_type_ids"] == [0] * 8 + [1] * (hi - lo + 1)
         assert len(f["input_ids"]) <= 48 and len(f["offsets"]) == hi - lo
         covered |= set(range(lo, hi))
@@ -167,10 +206,11 @@ def test_long_context_windows(tokenizer, caplog):
     for f in features:
         if f["start"]:
             gold = e["answers"][0]["text"] if f["example"] == 0 else "the monks of Saint Gall"
-            assert normalize_answer(tokenizer.decode(f["input_ids"][f["start"]: f["end"] + 1])) == \
-                normalize_answer(gold)
+            assert normalize_answer(tokenizer.decode(f["input_ids"][f["start"] : f["end"] + 1])) == normalize_answer(
+                gold
+            )
             k = f["window"][0]
-            assert BRIDGE[f["offsets"][f["start"] - k][0]: f["offsets"][f["end"] - k][1]] == gold
+            assert BRIDGE[f["offsets"][f["start"] - k][0] : f["offsets"][f["end"] - k][1]] == gold
 
 
 def test_featurize_squad_train_labels(squad11_dir, tokenizer):
@@ -184,7 +224,7 @@ def test_featurize_squad_train_labels(squad11_dir, tokenizer):
     for f in features:
         if f["start"]:
             e, k = examples[f["example"]], f["window"][0]
-            text = e["context"][f["offsets"][f["start"] - k][0]: f["offsets"][f["end"] - k][1]]
+            text = e["context"][f["offsets"][f["start"] - k][0] : f["offsets"][f["end"] - k][1]]
             if normalize_answer(text) != normalize_answer(e["answers"][0]["text"]):
                 wrong.append((text, e["answers"][0]["text"]))
     assert len({f["example"] for f in features if f["start"]}) == 2000  # every answer is labelled somewhere
@@ -216,8 +256,24 @@ def test_decode_exact_char_offsets_accents_and_chinese(tokenizer):
     e = example("Quoi?", context)
     task = QATask(max_answer_length=5)
     (f,) = task.featurize([e], tokenizer, 64)
-    assert tokenizer.convert_ids_to_tokens(f["input_ids"][f["window"][0]:-1]) == [
-        "le", "cr", "##eme", "br", "##ule", "##e", "de", "北", "京", "大", "学", "est", "ce", "##le", "##bre", "."]
+    assert tokenizer.convert_ids_to_tokens(f["input_ids"][f["window"][0] : -1]) == [
+        "le",
+        "cr",
+        "##eme",
+        "br",
+        "##ule",
+        "##e",
+        "de",
+        "北",
+        "京",
+        "大",
+        "学",
+        "est",
+        "ce",
+        "##le",
+        "##bre",
+        ".",
+    ]
     at = lambda t: context_position(f, t, context)  # noqa: E731
     out = task.decode([[logits(f, [(at("Crème"), 5.0)], [(at("brûlée") + 2, 4.0)])]], [f], [e])[0]
     assert (out["answer"], out["start"], out["end"], out["score"]) == ("Crème brûlée", 3, 15, 9.0)
@@ -243,7 +299,7 @@ def test_decode_never_ends_before_start(tokenizer):
 
 
 def test_decode_max_context_rule(tokenizer):
-    """"1742" (context token 31) is in window 0 = tokens [0, 39), 7 tokens from its right edge, and in
+    """ "1742" (context token 31) is in window 0 = tokens [0, 39), 7 tokens from its right edge, and in
     window 1 = [16, 55), 15 from its left edge: window 1 scores it, window 0's huge logits are unused."""
     task = QATask(doc_stride=16, max_query_length=16)
     e = example("When?", BRIDGE)
@@ -252,9 +308,11 @@ def test_decode_max_context_rule(tokenizer):
     assert max_context_owner([(0, 4), (2, 6)]).tolist() == [0, 0, 0, 1, 1, 1]
     w0, w1, w2 = features
     k0, k1 = w0["window"][0], w1["window"][0] - 16  # input position of doc token d: k + d
-    outputs = {0: logits(w0, [(k0 + 31, 10.0)], [(k0 + 31, 10.0)]),  # "1742"
-               1: logits(w1, [(k1 + 31, 1.0), (k1 + 33, 2.0)], [(k1 + 31, 1.0), (k1 + 34, 2.0)]),  # "the monks"
-               2: logits(w2)}
+    outputs = {
+        0: logits(w0, [(k0 + 31, 10.0)], [(k0 + 31, 10.0)]),  # "1742"
+        1: logits(w1, [(k1 + 31, 1.0), (k1 + 33, 2.0)], [(k1 + 31, 1.0), (k1 + 34, 2.0)]),  # "the monks"
+        2: logits(w2),
+    }
     # the loop hands features over in its own (length) order: window 2 is the shortest and comes last
     for order in ([1, 0, 2], [2, 1, 0]):
         out = task.decode([[outputs[i] for i in order]], [features[i] for i in order], [e])[0]
@@ -285,32 +343,52 @@ def test_decode_v2_null_is_min_over_windows(tokenizer):
     e = example("When?", BRIDGE)
     w0, w1, w2 = task.featurize([e], tokenizer, 48)
     k = w1["window"][0] + 15  # "1742" in its max-context window
-    outputs = [logits(w0, null=(5.0, 5.0)), logits(w1, [(k, 2.0)], [(k, 2.0)], null=(1.0, 1.0)),
-               logits(w2, null=(9.0, 9.0))]
+    outputs = [
+        logits(w0, null=(5.0, 5.0)),
+        logits(w1, [(k, 2.0)], [(k, 2.0)], null=(1.0, 1.0)),
+        logits(w2, null=(9.0, 9.0)),
+    ]
     out = task.decode([outputs], [w0, w1, w2], [e])[0]
     assert (out["answer"], out["score"]) == ("1742", 4.0)  # null = min(10, 2, 18) = 2 < 4
 
 
 # --- Metrics ------------------------------------------------------------------------------------------
 def test_official_em_f1():
-    examples = [example("Who won?", "Denver Broncos won.", "Denver Broncos", "a"),
-                {**example("Who lost?", "Carolina Panthers lost.", "Carolina Panthers", "b"),
-                 "answers": [{"text": "Carolina Panthers", "start": 0}, {"text": "the Panthers", "start": 0}]}]
+    examples = [
+        example("Who won?", "Denver Broncos won.", "Denver Broncos", "a"),
+        {
+            **example("Who lost?", "Carolina Panthers lost.", "Carolina Panthers", "b"),
+            "answers": [{"text": "Carolina Panthers", "start": 0}, {"text": "the Panthers", "start": 0}],
+        },
+    ]
     predictions = [{"id": "a", "answer": "the Broncos"}, {"id": "b", "answer": "Panthers"}]
     # a: EM 0, F1 of {broncos} vs {denver, broncos} = 2 * 1 * 0.5 / 1.5 = 2/3; b: "panthers" == "panthers"
     assert QATask().metrics(predictions, examples) == pytest.approx({"exact_match": 50.0, "f1": 250 / 3})
     v2 = examples + [example("Q?", "C.", qid="c", impossible=True), example("Q?", "C.", qid="d", impossible=True)]
     predictions += [{"id": "c", "answer": ""}, {"id": "d", "answer": "C"}]
-    assert QATask().metrics(predictions, v2) == pytest.approx({
-        "exact_match": 50.0, "f1": (2 / 3 + 1 + 1) * 25, "HasAns_exact": 50.0, "HasAns_f1": 250 / 3,
-        "NoAns_exact": 50.0, "NoAns_f1": 50.0})
+    assert QATask().metrics(predictions, v2) == pytest.approx(
+        {
+            "exact_match": 50.0,
+            "f1": (2 / 3 + 1 + 1) * 25,
+            "HasAns_exact": 50.0,
+            "HasAns_f1": 250 / 3,
+            "NoAns_exact": 50.0,
+            "NoAns_f1": 50.0,
+        }
+    )
 
 
 def test_state_round_trip():
     task = QATask(doc_stride=64, n_best=10, version="2.0")
     state = task.state()
-    assert state == {"task": "qa", "doc_stride": 64, "max_query_length": 64, "max_answer_length": 30,
-                     "n_best": 10, "version": "2.0"}
+    assert state == {
+        "task": "qa",
+        "doc_stride": 64,
+        "max_query_length": 64,
+        "max_answer_length": 30,
+        "n_best": 10,
+        "version": "2.0",
+    }
     assert QATask(labels=None, **{k: v for k, v in state.items() if k != "task"}).state() == state
     with pytest.raises(BertkitError, match="version '3' is not a SQuAD version"):
         QATask(version="3")
@@ -319,18 +397,31 @@ def test_state_round_trip():
 # --- Training -----------------------------------------------------------------------------------------
 def test_tiny_model_overfits_four_questions(tokenizer):
     """A random tiny BERT learns 4 answers in 60 steps; the loop's predict then decodes them exactly."""
-    contexts = ["Paris is the capital of France.", "The Nile flows north through Egypt.",
-                "Mozart was born in Salzburg in 1756.", "Water boils at 100 degrees Celsius."]
-    examples = [example("What is the capital?", contexts[0], "Paris", "a"),
-                example("Where does it flow?", contexts[1], "north", "b"),
-                example("When was he born?", contexts[2], "1756", "c"),
-                example("At what temperature?", contexts[3], "100 degrees Celsius", "d")]
+    contexts = [
+        "Paris is the capital of France.",
+        "The Nile flows north through Egypt.",
+        "Mozart was born in Salzburg in 1756.",
+        "Water boils at 100 degrees Celsius.",
+    ]
+    examples = [
+        example("What is the capital?", contexts[0], "Paris", "a"),
+        example("Where does it flow?", contexts[1], "north", "b"),
+        example("When was he born?", contexts[2], "1756", "c"),
+        example("At what temperature?", contexts[3], "100 degrees Celsius", "d"),
+    ]
     task = QATask()
     features = task.featurize(examples, tokenizer, 32)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     model = task.build_model(config)
     from bertkit.data.collate import collate
 

@@ -1,5 +1,6 @@
 """`bertkit serve` and `bertkit.client.Client`: the real MiniLM over HTTP, tiny fine-tuned models behind
 /predict, dynamic batching under concurrent load, back-pressure (503), validation and model failures."""
+
 from __future__ import annotations
 
 import base64
@@ -23,8 +24,12 @@ from bertkit.errors import BertkitError
 from bertkit.inference import load_task, predict_file
 from bertkit.tasks.ner import NerTask
 
-TEXTS = ["the movie was wonderful and moving", "a dull , tedious mess", "Barack Obama visited Paris on Monday",
-         "I love New York in the spring"]
+TEXTS = [
+    "the movie was wonderful and moving",
+    "a dull , tedious mess",
+    "Barack Obama visited Paris on Monday",
+    "I love New York in the spring",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +44,27 @@ def runs(tiny_dir, mr_dir, wnut16_dir, tmp_path_factory):
     train = slice_tsv(mr_dir / "train.tsv", d / "train.tsv", 20)
     assert run_finetune(tiny_dir, train, train, d / "cls", "--train.epochs=1") == 0
     conll = head_conll(wnut16_dir / "train.conll", d / "train.conll", 40)
-    assert cli(["finetune", "--task", "ner", "--model", str(tiny_dir), "--train", str(conll), "--dev", str(conll),
-                "--output", str(d / "ner"), "--train.epochs=1", "--device", "cpu"]) == 0
+    assert (
+        cli(
+            [
+                "finetune",
+                "--task",
+                "ner",
+                "--model",
+                str(tiny_dir),
+                "--train",
+                str(conll),
+                "--dev",
+                str(conll),
+                "--output",
+                str(d / "ner"),
+                "--train.epochs=1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     return {"sentiment": d / "cls", "ner": d / "ner"}
 
 
@@ -102,22 +126,25 @@ def test_predict_equals_predict_file(api, runs, tmp_path):
     assert pair.status_code == 200 and pair.json()["predictions"][0]["text_b"] == "fine"
 
 
-@pytest.mark.parametrize("path, body, status, says", [
-    ("/encode", "{not json", 422, "not valid JSON"),
-    ("/encode", "[1, 2]", 422, "must be a JSON object"),
-    ("/encode", {"texts": "one string"}, 422, '"texts": ["a sentence"'),
-    ("/encode", {"texts": [1, 2]}, 422, "texts.0"),
-    ("/encode", {"text": ["a"]}, 422, "unknown field `text`"),
-    ("/encode", {"texts": []}, 400, "at least one text"),
-    ("/encode", {"texts": ["a"] * 5}, 413, "at most 4"),
-    ("/encode", {"texts": ["x" * 51]}, 413, "limit is 50"),
-    ("/encode", {"texts": ["  "]}, 400, "texts[0] is empty"),
-    ("/encode", {"texts": ["a"], "pooling": "sum"}, 422, "pooling"),
-    ("/encode", {"texts": ["a"], "encoding": "hex"}, 422, "base64"),
-    ("/similarity", {"pairs": [["a"]]}, 422, "pairs"),
-    ("/similarity", {"texts": ["a"]}, 422, "either `pairs` or `query`"),
-    ("/predict/nope", {"texts": ["a"]}, 404, "loaded tasks: none"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, says",
+    [
+        ("/encode", "{not json", 422, "not valid JSON"),
+        ("/encode", "[1, 2]", 422, "must be a JSON object"),
+        ("/encode", {"texts": "one string"}, 422, '"texts": ["a sentence"'),
+        ("/encode", {"texts": [1, 2]}, 422, "texts.0"),
+        ("/encode", {"text": ["a"]}, 422, "unknown field `text`"),
+        ("/encode", {"texts": []}, 400, "at least one text"),
+        ("/encode", {"texts": ["a"] * 5}, 413, "at most 4"),
+        ("/encode", {"texts": ["x" * 51]}, 413, "limit is 50"),
+        ("/encode", {"texts": ["  "]}, 400, "texts[0] is empty"),
+        ("/encode", {"texts": ["a"], "pooling": "sum"}, 422, "pooling"),
+        ("/encode", {"texts": ["a"], "encoding": "hex"}, 422, "base64"),
+        ("/similarity", {"pairs": [["a"]]}, 422, "pairs"),
+        ("/similarity", {"texts": ["a"]}, 422, "either `pairs` or `query`"),
+        ("/predict/nope", {"texts": ["a"]}, 404, "loaded tasks: none"),
+    ],
+)
 def test_bad_requests_get_4xx_saying_what_to_send(stub, path, body, status, says):
     if isinstance(body, str):
         r = stub.post(path, content=body, headers={"Content-Type": "application/json"})
@@ -132,18 +159,40 @@ def test_qa_predict_equals_predict_file(tiny_dir, squad11_dir, tmp_path):
     paragraphs = data["data"][0]["paragraphs"][:2]
     small = tmp_path / "small.json"
     small.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}))
-    assert cli(["finetune", "--task", "qa", "--model", str(tiny_dir), "--train", str(small), "--dev", str(small),
-                "--output", str(tmp_path / "qa"), "--train.epochs=1", "--max-length=64", "--qa.doc-stride=32",
-                "--device", "cpu"]) == 0
-    inputs = [{"id": f"q{i}", "question": qa["question"], "context": p["context"]}
-              for i, (p, qa) in enumerate((p, qa) for p in paragraphs for qa in p["qas"][:2])]
+    assert (
+        cli(
+            [
+                "finetune",
+                "--task",
+                "qa",
+                "--model",
+                str(tiny_dir),
+                "--train",
+                str(small),
+                "--dev",
+                str(small),
+                "--output",
+                str(tmp_path / "qa"),
+                "--train.epochs=1",
+                "--max-length=64",
+                "--qa.doc-stride=32",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    inputs = [
+        {"id": f"q{i}", "question": qa["question"], "context": p["context"]}
+        for i, (p, qa) in enumerate((p, qa) for p in paragraphs for qa in p["qas"][:2])
+    ]
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps(i) + "\n" for i in inputs))
     want = predict_file(load_task(tmp_path / "qa", device="cpu"), str(questions))
     app = create_app(None, {"squad": PredictEngine(load_task(tmp_path / "qa", device="cpu"))})
     with TestClient(app) as client:
         got = client.post("/predict/squad", json={"inputs": inputs}).json()["predictions"]
-        assert got == want and all(i["context"][g["start"]:g["end"]] == g["answer"] for i, g in zip(inputs, got))
+        assert got == want and all(i["context"][g["start"] : g["end"]] == g["answer"] for i, g in zip(inputs, got))
         r = client.post("/predict/squad", json={"texts": ["a"]})
         assert r.status_code == 422 and '"question"' in r.json()["error"]
 
@@ -190,8 +239,9 @@ def test_full_queue_answers_503_with_retry_after_and_the_client_retries():
     app = create_app(None, {}, Limits(max_batch=1, max_wait_ms=0, max_queue=2), encode_engine=StubEngine(0.3))
     with serving(app) as url:
         with ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(lambda i: httpx.post(f"{url}/encode", json={"texts": [f"t{i}"]}, timeout=30),
-                                      range(8)))
+            responses = list(
+                pool.map(lambda i: httpx.post(f"{url}/encode", json={"texts": [f"t{i}"]}, timeout=30), range(8))
+            )
         codes = sorted(r.status_code for r in responses)
         assert 503 in codes and 200 in codes, codes
         busy = next(r for r in responses if r.status_code == 503)
@@ -208,8 +258,9 @@ def test_client_round_trip_and_errors(encoder, runs, tmp_path):
     with serving(create_app(encoder, predictors)) as url, Client(url) as client:
         v = client.encode(TEXTS)
         assert v.dtype == np.float32 and v.shape == (4, 384)
-        np.testing.assert_array_equal(v, np.array(httpx.post(f"{url}/encode", json={"texts": TEXTS}).json()["vectors"],
-                                                  dtype=np.float32))
+        np.testing.assert_array_equal(
+            v, np.array(httpx.post(f"{url}/encode", json={"texts": TEXTS}).json()["vectors"], dtype=np.float32)
+        )
         assert client.similarity(query=TEXTS[0], texts=TEXTS[:2])[0] == pytest.approx(1.0, abs=1e-5)
         assert client.similarity(pairs=[(TEXTS[0], TEXTS[0])]) == pytest.approx([1.0], abs=1e-5)
         preds = client.predict("sentiment", TEXTS[:2])
@@ -220,8 +271,22 @@ def test_client_round_trip_and_errors(encoder, runs, tmp_path):
         # `bertkit encode --server URL` writes what the local encoder writes, in requests of --batch-size texts
         source = tmp_path / "texts.txt"
         source.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
-        assert cli(["encode", "--server", url, "--input", str(source), "--output", str(tmp_path / "v.npy"),
-                    "--batch-size", "3"]) == 0
+        assert (
+            cli(
+                [
+                    "encode",
+                    "--server",
+                    url,
+                    "--input",
+                    str(source),
+                    "--output",
+                    str(tmp_path / "v.npy"),
+                    "--batch-size",
+                    "3",
+                ]
+            )
+            == 0
+        )
         np.testing.assert_allclose(np.load(tmp_path / "v.npy"), encoder.encode(TEXTS), atol=1e-5)
         assert cli(["encode", "--input", str(source), "--output", str(tmp_path / "w.npy")]) == 2  # no --model
     with pytest.raises(BertkitError, match="is `bertkit serve` running"):
@@ -231,8 +296,12 @@ def test_client_round_trip_and_errors(encoder, runs, tmp_path):
 def test_serve_cli_options():
     from bertkit.cli.serve import _join_repeated, parse_tasks
 
-    assert _join_repeated(["--task", "a=x", "--port", "1", "--task=b=y"], "--task") == \
-        ["--port", "1", "--task", "a=x,b=y"]
+    assert _join_repeated(["--task", "a=x", "--port", "1", "--task=b=y"], "--task") == [
+        "--port",
+        "1",
+        "--task",
+        "a=x,b=y",
+    ]
     assert parse_tasks(["a=x", "b=y"]) == {"a": "x", "b": "y"}
     with pytest.raises(BertkitError, match="write NAME=DIR"):
         parse_tasks(["runs/mr"])
@@ -276,14 +345,19 @@ def test_serve_builds_the_app_from_cli_options(minilm_dir, runs):
 
     cfg = ServeConfig(model=str(minilm_dir), task=[f"sentiment={runs['sentiment']}"], max_texts=2)
     with TestClient(build_app(cfg)) as client:
-        assert client.get("/health").json()["encoder"] == {"pooling": "mean", "layer": -1, "normalize": True,
-                                                          "dim": 384}
+        assert client.get("/health").json()["encoder"] == {
+            "pooling": "mean",
+            "layer": -1,
+            "normalize": True,
+            "dim": 384,
+        }
         assert client.post("/encode", json={"texts": ["a", "b", "c"]}).status_code == 413
         assert "/predict/{task}" in client.get("/openapi.json").json()["paths"]
         assert client.get("/docs").status_code == 200
 
 
 # ---- the web page, in a real (headless) Chromium ----
+
 
 def _chromium() -> tuple[str, str] | str:
     """(browser, driver) paths, installing Debian's chromium + chromium-driver if needed; or why not."""
@@ -299,7 +373,9 @@ def _chromium() -> tuple[str, str] | str:
     if found():
         return found()
     if shutil.which("apt-get") is None or os.geteuid() != 0:
-        return "Chromium is not installed and cannot be (needs root and apt-get): apt-get install chromium chromium-driver"
+        return (
+            "Chromium is not installed and cannot be (needs root and apt-get): apt-get install chromium chromium-driver"
+        )
     install = ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (install, ["apt-get", "update", "-q"], install):
@@ -336,8 +412,15 @@ class NamesEngine:
         return inputs
 
     def __call__(self, examples):
-        return [{"entities": [{"type": "person", "text": m.group(), "start": m.start(), "end": m.end()}
-                              for m in re.finditer(r"\b[A-Z]\w+", e["text"])]} for e in examples]
+        return [
+            {
+                "entities": [
+                    {"type": "person", "text": m.group(), "start": m.start(), "end": m.end()}
+                    for m in re.finditer(r"\b[A-Z]\w+", e["text"])
+                ]
+            }
+            for e in examples
+        ]
 
 
 def test_web_page_in_headless_chromium(browser, encoder, runs, tmp_path):
@@ -346,8 +429,11 @@ def test_web_page_in_headless_chromium(browser, encoder, runs, tmp_path):
 
     predictors = {"sentiment": PredictEngine(load_task(runs["sentiment"], device="cpu")), "people": NamesEngine()}
     text = "Anna 😀 & Bo <b>loved</b> the café scenes in Paris"  # an emoji: one code point, two UTF-16 units
-    candidates = ["The stock market fell sharply today", "I adored this film and its settings",
-                  "How do I reset my password?"]
+    candidates = [
+        "The stock market fell sharply today",
+        "I adored this film and its settings",
+        "How do I reset my password?",
+    ]
     with serving(create_app(encoder, predictors)) as url:
         browser.get(url + "/")
         wait = WebDriverWait(browser, 30)
@@ -362,9 +448,11 @@ def test_web_page_in_headless_chromium(browser, encoder, runs, tmp_path):
         # refuses the rest), so the text up to the emoji is typed and the rest put in as a paste would.
         box = browser.find_element(By.ID, "text")
         box.send_keys(text[: text.index("😀")])
-        browser.execute_script("arguments[0].value += arguments[1];"
-                               "arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
-                               box, text[text.index("😀"):])
+        browser.execute_script(
+            "arguments[0].value += arguments[1];arguments[0].dispatchEvent(new Event('input', {bubbles: true}));",
+            box,
+            text[text.index("😀") :],
+        )
         assert box.get_attribute("value") == text
         browser.find_element(By.ID, "candidates").send_keys("\n".join(candidates))
         browser.find_element(By.ID, "run").click()
@@ -374,14 +462,21 @@ def test_web_page_in_headless_chromium(browser, encoder, runs, tmp_path):
         expected = httpx.post(f"{url}/predict/sentiment", json={"texts": [text]}).json()["predictions"][0]
         sentiment = browser.find_element(By.CSS_SELECTOR, 'section[data-task="sentiment"]')
         assert sentiment.find_element(By.CLASS_NAME, "label").text == expected["label"]
-        bars = {b.get_attribute("data-label"): float(b.get_attribute("data-probability"))
-                for b in sentiment.find_elements(By.CLASS_NAME, "bar")}
+        bars = {
+            b.get_attribute("data-label"): float(b.get_attribute("data-probability"))
+            for b in sentiment.find_elements(By.CLASS_NAME, "bar")
+        }
         assert bars == pytest.approx(expected["probabilities"])
 
         marks = browser.find_elements(By.CSS_SELECTOR, 'section[data-task="people"] mark')
-        assert [(m.get_attribute("data-type"), int(m.get_attribute("data-start")),
-                 m.find_element(By.CLASS_NAME, "entity").text) for m in marks] == \
-            [("person", 0, "Anna"), ("person", 9, "Bo"), ("person", 44, "Paris")]
+        assert [
+            (
+                m.get_attribute("data-type"),
+                int(m.get_attribute("data-start")),
+                m.find_element(By.CLASS_NAME, "entity").text,
+            )
+            for m in marks
+        ] == [("person", 0, "Anna"), ("person", 9, "Bo"), ("person", 44, "Paris")]
         shown = browser.find_element(By.CSS_SELECTOR, 'section[data-task="people"] .ner-text')
         assert "<b>loved</b>" in shown.text  # the user's text is shown as text, never as HTML
 

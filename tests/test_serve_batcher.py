@@ -1,5 +1,6 @@
 """The server's batcher: the order in which jobs are cut into batches (FairQueue, pure), and the Batcher
 running them in its worker thread with a gated stand-in model, so every batch boundary is known."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,9 +39,11 @@ def test_every_waiting_job_gets_a_share_of_each_batch():
     queue = FairQueue(max_batch=6)
     for name, n in (("a", 10), ("b", 1), ("c", 3)):
         queue.add(job(name, n))
-    assert drain(queue) == [["a0", "a1", "a2", "b0", "c0", "c1"],  # round-robin: a b c, a c, a
-                            ["a3", "a4", "a5", "a6", "a7", "c2"],
-                            ["a8", "a9"]]
+    assert drain(queue) == [
+        ["a0", "a1", "a2", "b0", "c0", "c1"],  # round-robin: a b c, a c, a
+        ["a3", "a4", "a5", "a6", "a7", "c2"],
+        ["a8", "a9"],
+    ]
 
 
 def test_the_token_budget_cuts_batches_of_long_texts():

@@ -4,9 +4,10 @@ shaped like the requests with any value in any slot) and random headers, to /enc
 an exception inside the app (the TestClient re-raises it) is a bug.
 
 A tiny random BERT is behind /encode and /similarity; /predict/sentiment tokenizes its inputs with the
-real tokenizer and /predict/squad is a stand-in (the request checks are the server's). The search is seeded so the suite is repeatable; set BERTKIT_FUZZ_EXAMPLES=2000
-for a longer, unseeded search.
+real tokenizer and /predict/squad is a stand-in (the request checks are the server's). The search is
+seeded so the suite is repeatable; set BERTKIT_FUZZ_EXAMPLES=2000 for a longer, unseeded search.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,13 @@ from bertkit.tasks.qa import QATask
 from bertkit.tokenizer import BertTokenizer
 
 _EXAMPLES = int(os.environ.get("BERTKIT_FUZZ_EXAMPLES", "0"))
-FUZZ = settings(max_examples=_EXAMPLES or 60, deadline=None, derandomize=not _EXAMPLES, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=_EXAMPLES or 60,
+    deadline=None,
+    derandomize=not _EXAMPLES,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 PATHS = st.sampled_from(["/encode", "/similarity", "/predict/sentiment", "/predict/squad", "/predict/nope"])
 
@@ -80,24 +86,52 @@ def check(r) -> None:
 
 
 # texts: random, or one of those that have tripped servers (lone surrogates, NUL, blank, over --max-chars)
-TEXT = st.one_of(st.text(max_size=12), st.sampled_from(["a gorgeous film", "今天天气很好", "\ud800", "a\udfffb", "\x00",
-                                                        " ", "", "é" * 301, "😀 emoji"]))
+TEXT = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["a gorgeous film", "今天天气很好", "\ud800", "a\udfffb", "\x00", " ", "", "é" * 301, "😀 emoji"]),
+)
 LEAF = st.none() | st.booleans() | st.integers(-10, 10) | st.integers() | st.floats() | TEXT
-ANY = st.recursive(LEAF, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=3),
-                   max_leaves=12)
+ANY = st.recursive(
+    LEAF, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=3), max_leaves=12
+)
 TEXTS = st.lists(TEXT, max_size=7)
-ENCODE_OPTIONS = {"pooling": st.sampled_from(["cls", "mean", "max", "pooler", "sum"]), "layer": st.integers(-4, 4),
-                  "normalize": st.booleans() | ANY, "encoding": st.sampled_from(["float", "base64", "hex"]),
-                  "extra": ANY}
+ENCODE_OPTIONS = {
+    "pooling": st.sampled_from(["cls", "mean", "max", "pooler", "sum"]),
+    "layer": st.integers(-4, 4),
+    "normalize": st.booleans() | ANY,
+    "encoding": st.sampled_from(["float", "base64", "hex"]),
+    "extra": ANY,
+}
 # per endpoint, bodies close to what it takes, so that random texts reach the model
 REQUESTS = {
     "/encode": st.fixed_dictionaries({"texts": TEXTS | ANY}, optional=ENCODE_OPTIONS),
-    "/similarity": st.fixed_dictionaries({}, optional={"pairs": st.lists(st.lists(TEXT, max_size=3), max_size=4),
-                                                       "query": TEXT, "texts": TEXTS, "layer": st.integers(-4, 4)}),
-    "/predict/sentiment": st.fixed_dictionaries({}, optional={"texts": TEXTS, "inputs": st.lists(
-        st.fixed_dictionaries({}, optional={"text": TEXT, "text_b": TEXT | st.none(), "id": TEXT}), max_size=4)}),
-    "/predict/squad": st.fixed_dictionaries({}, optional={"texts": TEXTS, "inputs": st.lists(
-        st.fixed_dictionaries({}, optional={"question": TEXT, "context": TEXT, "id": TEXT}), max_size=4)}),
+    "/similarity": st.fixed_dictionaries(
+        {},
+        optional={
+            "pairs": st.lists(st.lists(TEXT, max_size=3), max_size=4),
+            "query": TEXT,
+            "texts": TEXTS,
+            "layer": st.integers(-4, 4),
+        },
+    ),
+    "/predict/sentiment": st.fixed_dictionaries(
+        {},
+        optional={
+            "texts": TEXTS,
+            "inputs": st.lists(
+                st.fixed_dictionaries({}, optional={"text": TEXT, "text_b": TEXT | st.none(), "id": TEXT}), max_size=4
+            ),
+        },
+    ),
+    "/predict/squad": st.fixed_dictionaries(
+        {},
+        optional={
+            "texts": TEXTS,
+            "inputs": st.lists(
+                st.fixed_dictionaries({}, optional={"question": TEXT, "context": TEXT, "id": TEXT}), max_size=4
+            ),
+        },
+    ),
     "/predict/nope": st.fixed_dictionaries({"texts": TEXTS}),
 }
 
@@ -128,18 +162,33 @@ def test_the_inputs_the_search_turned_up(client):
     assert emoji.status_code == 200 and emoji.json()["shape"] == [1, 32]
 
 
-HEADER_NAME = st.sampled_from(["Content-Type", "Authorization", "Accept", "Origin", "Content-Encoding",
-                               "Accept-Encoding", "X-Forwarded-For", "Cookie"]) | \
-    st.from_regex(r"X-[A-Za-z0-9-]{1,12}", fullmatch=True)
+HEADER_NAME = st.sampled_from(
+    [
+        "Content-Type",
+        "Authorization",
+        "Accept",
+        "Origin",
+        "Content-Encoding",
+        "Accept-Encoding",
+        "X-Forwarded-For",
+        "Cookie",
+    ]
+) | st.from_regex(r"X-[A-Za-z0-9-]{1,12}", fullmatch=True)
 HEADER_VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)  # what httpx sends
-GOOD = {"/encode": {"texts": ["a gorgeous film"]}, "/similarity": {"query": "a film", "texts": ["a gorgeous film"]},
-        "/predict/sentiment": {"texts": ["a gorgeous film"]},
-        "/predict/squad": {"inputs": [{"question": "what?", "context": "a gorgeous film"}]}}
+GOOD = {
+    "/encode": {"texts": ["a gorgeous film"]},
+    "/similarity": {"query": "a film", "texts": ["a gorgeous film"]},
+    "/predict/sentiment": {"texts": ["a gorgeous film"]},
+    "/predict/squad": {"inputs": [{"question": "what?", "context": "a gorgeous film"}]},
+}
 
 
 @FUZZ
-@given(path=PATHS, headers=st.dictionaries(HEADER_NAME, HEADER_VALUE, max_size=4),
-       method=st.sampled_from(["POST", "POST", "GET", "PUT", "DELETE", "PATCH"]))
+@given(
+    path=PATHS,
+    headers=st.dictionaries(HEADER_NAME, HEADER_VALUE, max_size=4),
+    method=st.sampled_from(["POST", "POST", "GET", "PUT", "DELETE", "PATCH"]),
+)
 def test_random_headers_and_methods(client, path, headers, method):
     body = json.dumps(GOOD.get(path, {"texts": ["a"]})).encode()
     r = client.request(method, path, content=body, headers=headers)

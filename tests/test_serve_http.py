@@ -1,6 +1,7 @@
 """`bertkit serve` at the HTTP level, with a stand-in encoder: the body cap and read timeout (over raw
 sockets, as a misbehaving client sends them), one error shape for every 4xx, JSON bodies whatever the
 Content-Type, the API key, CORS, and /docs served without any CDN."""
+
 from __future__ import annotations
 
 import contextlib
@@ -43,6 +44,7 @@ def serving(app):
 
 class StubEngine:
     """A fake encoder: vector [len(text), 1, 0]; sleeps `delay` per batch; fails on texts holding 'boom'."""
+
     defaults = {"pooling": "cls", "layer": -1, "normalize": False}
 
     def __init__(self, delay: float = 0.0):
@@ -56,8 +58,7 @@ class StubEngine:
 
 
 def app(limits: Limits | None = None, access: Access | None = None):
-    return create_app(None, {}, limits or Limits(max_texts=4, max_chars=50), encode_engine=StubEngine(),
-                      access=access)
+    return create_app(None, {}, limits or Limits(max_texts=4, max_chars=50), encode_engine=StubEngine(), access=access)
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +94,18 @@ def test_a_body_over_the_cap_is_refused_before_it_is_read():
     with serving(app(Limits(max_body_mb=0.001, body_timeout_s=60))) as url:
         # a huge Content-Length and no body at all: answered at once, without waiting for the bytes
         status, answer, closed = raw_request(
-            url, b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 99999999999\r\n", b'{"texts": ["a"')
+            url,
+            b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n",
+            b'{"texts": ["a"',
+        )
         assert status == 413 and closed and "over 1,000 bytes" in answer["error"]
         # no Content-Length (chunked): refused once more than the cap has come
         chunk = b'{"texts": [' + b'"abc", ' * 200
         status, answer, closed = raw_request(
-            url, b"POST /encode HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n",
-            b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            url,
+            b"POST /encode HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n",
+            b"%x\r\n%s\r\n" % (len(chunk), chunk),
+        )
         assert status == 413 and closed and "--max-body-mb" in answer["error"]
         # under the cap, the same server answers
         assert httpx.post(f"{url}/encode", json={"texts": ["abc"]}).json()["vectors"] == [[3.0, 1.0, 0.0]]
@@ -109,21 +114,25 @@ def test_a_body_over_the_cap_is_refused_before_it_is_read():
 def test_a_stalled_body_is_answered_408_and_the_connection_closed():
     with serving(app(Limits(body_timeout_s=0.5))) as url:
         status, answer, closed = raw_request(
-            url, b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n", b'{"texts": ["only 20')
+            url, b"POST /encode HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n", b'{"texts": ["only 20'
+        )
         assert status == 408 and closed and "within 0.5 s" in answer["error"]
         assert httpx.post(f"{url}/encode", json={"texts": ["abc"]}).status_code == 200
 
 
-@pytest.mark.parametrize("method, path, body, headers, status, says", [
-    ("GET", "/nowhere", None, {}, 404, "there is no /nowhere: the endpoints are POST /encode"),
-    ("GET", "/encode", None, {}, 405, '/encode does not take GET: use POST with a JSON body like {"texts"'),
-    ("PUT", "/predict/x", b"{}", {}, 405, "use POST"),
-    ("POST", "/encode", b'{"texts": ["\xff\xfe"]}', {}, 400, "not UTF-8 text (byte 12)"),
-    ("POST", "/encode", b'{"texts": [1]}', {"Content-Type": "application/json"}, 422, "texts.0"),
-    ("POST", "/encode", b'{"texts": ["' + b"x" * 51 + b'"]}', {}, 413, "limit is 50"),
-    ("POST", "/encode", b"", {}, 422, "the body must be a JSON object"),
-    ("POST", "/encode", b"[" * 100_000 + b"]" * 100_000, {}, 400, 'error parsing the body; send {"texts"'),
-])
+@pytest.mark.parametrize(
+    "method, path, body, headers, status, says",
+    [
+        ("GET", "/nowhere", None, {}, 404, "there is no /nowhere: the endpoints are POST /encode"),
+        ("GET", "/encode", None, {}, 405, '/encode does not take GET: use POST with a JSON body like {"texts"'),
+        ("PUT", "/predict/x", b"{}", {}, 405, "use POST"),
+        ("POST", "/encode", b'{"texts": ["\xff\xfe"]}', {}, 400, "not UTF-8 text (byte 12)"),
+        ("POST", "/encode", b'{"texts": [1]}', {"Content-Type": "application/json"}, 422, "texts.0"),
+        ("POST", "/encode", b'{"texts": ["' + b"x" * 51 + b'"]}', {}, 413, "limit is 50"),
+        ("POST", "/encode", b"", {}, 422, "the body must be a JSON object"),
+        ("POST", "/encode", b"[" * 100_000 + b"]" * 100_000, {}, 400, 'error parsing the body; send {"texts"'),
+    ],
+)
 def test_every_4xx_is_one_json_error_saying_what_to_send(stub, method, path, body, headers, status, says):
     r = stub.request(method, path, content=body, headers=headers)
     assert r.status_code == status, r.text
@@ -131,8 +140,10 @@ def test_every_4xx_is_one_json_error_saying_what_to_send(stub, method, path, bod
     assert says in r.json()["error"]
 
 
-@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain",
-                                          "application/json; charset=utf-8", "multipart/form-data"])
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/x-www-form-urlencoded", "text/plain", "application/json; charset=utf-8", "multipart/form-data"],
+)
 def test_json_bodies_are_read_whatever_the_content_type(stub, content_type):
     headers = {"Content-Type": content_type} if content_type else {}
     r = stub.post("/encode", content=b'{"texts": ["abcd", "ab"]}', headers=headers)
@@ -142,8 +153,11 @@ def test_json_bodies_are_read_whatever_the_content_type(stub, content_type):
 
 def test_an_api_key_guards_everything_but_health_the_page_and_the_docs():
     with TestClient(app(access=Access(api_key="s3cret"))) as client:
-        for headers, said in (({}, "no API key"), ({"Authorization": "Bearer wrong"}, "a wrong API key"),
-                              ({"Authorization": "Basic s3cret"}, "a wrong API key")):
+        for headers, said in (
+            ({}, "no API key"),
+            ({"Authorization": "Bearer wrong"}, "a wrong API key"),
+            ({"Authorization": "Basic s3cret"}, "a wrong API key"),
+        ):
             r = client.post("/encode", json={"texts": ["abc"]}, headers=headers)
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
             assert said in r.json()["error"] and "Authorization: Bearer KEY" in r.json()["error"]
@@ -209,8 +223,9 @@ def test_serve_cli_security_options(monkeypatch, capsys):
     from bertkit.cli.serve import ServeConfig, _join_repeated, access_from, main
     from bertkit.config import parse_args
 
-    argv = _join_repeated(["--cors-origin", "https://a.example", "--port", "1", "--cors-origin=http://b:8080"],
-                          "--cors-origin")
+    argv = _join_repeated(
+        ["--cors-origin", "https://a.example", "--port", "1", "--cors-origin=http://b:8080"], "--cors-origin"
+    )
     cfg = parse_args(ServeConfig, argv, prog="bertkit serve")
     monkeypatch.delenv("BERTKIT_API_KEY", raising=False)
     assert access_from(cfg) == Access(api_key=None, cors_origins=("https://a.example", "http://b:8080"))

@@ -1,6 +1,7 @@
 """The curl commands of the README's Serve section, run as they are written (only the port changes)
 against a live server with MiniLM behind /encode and a stand-in classifier behind /predict/sentiment.
 With the `curl` binary when there is one; else httpx sends what curl -d sends (a form Content-Type)."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,9 @@ class Sentiment:
 
 def run_curl(command: str) -> str:
     if shutil.which("curl"):
-        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "NO_PROXY": "*"})
+        done = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=60, env={**os.environ, "NO_PROXY": "*"}
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
     words = shlex.split(command)
@@ -58,8 +60,7 @@ def test_the_readme_curl_commands_work_as_written(minilm_dir):
     encoder = Encoder(minilm_dir)
     with serving(create_app(encoder, {"sentiment": Sentiment()})) as url:
         port = url.rsplit(":", 1)[1]
-        encoded, predicted = (json.loads(run_curl(c.replace("localhost:8000", f"localhost:{port}")))
-                              for c in commands)
+        encoded, predicted = (json.loads(run_curl(c.replace("localhost:8000", f"localhost:{port}"))) for c in commands)
     assert encoded["shape"] == [1, 384]
     np.testing.assert_allclose(encoded["vectors"], encoder.encode(["a gorgeous film"]), atol=1e-5)
     assert predicted == {"predictions": [{"text": "a gorgeous film", "label": "positive"}]}

@@ -1,5 +1,6 @@
 """The task contract: a task defined here, in the test, runs through finetune, evaluate, predict, serve
 and export without any of those modules knowing it (it only subclasses `Task` and is registered)."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ class WordParity(Task):
     def featurize(self, examples, tokenizer, max_length):
         features = []
         for i, e in enumerate(examples):
-            ids, types = build_input(tokenizer, tokenizer.encode(e["text"], add_special_tokens=False).ids[: max_length - 2])
+            ids, types = build_input(
+                tokenizer, tokenizer.encode(e["text"], add_special_tokens=False).ids[: max_length - 2]
+            )
             label = self.labels.index(e["label"]) if e["label"] is not None else -100
             features.append({"input_ids": ids, "token_type_ids": types, "example": i, "label": label})
         return features
@@ -81,17 +84,50 @@ def test_a_task_defined_outside_bertkit_runs_through_every_verb(toy_task, tiny_d
     (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
     (tmp_path / "dev.txt").write_text("\n".join(lines[:12]) + "\n")
     out = tmp_path / "run"
-    assert cli(["finetune", "--task", "word-parity", "--model", str(tiny_dir), "--train", str(tmp_path / "train.txt"),
-                "--dev", str(tmp_path / "dev.txt"), "--output", str(out), "--train.epochs", "1",
-                "--train.batch-size", "8", "--device", "cpu"]) == 0
+    assert (
+        cli(
+            [
+                "finetune",
+                "--task",
+                "word-parity",
+                "--model",
+                str(tiny_dir),
+                "--train",
+                str(tmp_path / "train.txt"),
+                "--dev",
+                str(tmp_path / "dev.txt"),
+                "--output",
+                str(out),
+                "--train.epochs",
+                "1",
+                "--train.batch-size",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "task.json").read_text())["task"] == "word-parity"
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "even", "1": "odd"}
 
     assert cli(["evaluate", "--model", str(out), "--data", str(tmp_path / "dev.txt")]) == 0
     assert set(json.loads((out / "eval-dev.json").read_text())) == {"accuracy"}
 
-    assert cli(["predict", "--model", str(out), "--input", str(tmp_path / "dev.txt"),
-                "--output", str(tmp_path / "p.jsonl")]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                "--model",
+                str(out),
+                "--input",
+                str(tmp_path / "dev.txt"),
+                "--output",
+                str(tmp_path / "p.jsonl"),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [r["words"] for r in rows] == [len(line.split()) for line in lines[:12]]
 
@@ -103,8 +139,22 @@ def test_a_task_defined_outside_bertkit_runs_through_every_verb(toy_task, tiny_d
 
     onnx_dir = tmp_path / "onnx"
     assert cli(["export", "--model", str(out), "--output", str(onnx_dir)]) == 0
-    assert cli(["predict", "--model", str(onnx_dir), "--backend", "onnx", "--input", str(tmp_path / "dev.txt"),
-                "--output", str(tmp_path / "onnx.jsonl")]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                "--model",
+                str(onnx_dir),
+                "--backend",
+                "onnx",
+                "--input",
+                str(tmp_path / "dev.txt"),
+                "--output",
+                str(tmp_path / "onnx.jsonl"),
+            ]
+        )
+        == 0
+    )
     onnx_rows = [json.loads(line) for line in (tmp_path / "onnx.jsonl").read_text().splitlines()]
     assert [r["label"] for r in onnx_rows] == [r["label"] for r in rows]
     capsys.readouterr()

@@ -3,6 +3,7 @@ Chinese text; worked examples with hand-checked tokens and offsets; readable err
 
 Worked examples on the tiny vocab below run everywhere; the rest need `bertkit fetch` data.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,34 @@ from bertkit.errors import BertkitError
 from bertkit.tokenizer import BertTokenizer, truncated_lengths
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-TINY = SPECIALS + ["hello", "world", "good", "day", "un", "##aff", "##able", "cafe", "deja", "vu", "!", "'", "t",
-                   "don", "我", "爱", "模", "型", "nl", "##p", "a", "##a", "abc", "x", "y", "istanbul"]
+TINY = SPECIALS + [
+    "hello",
+    "world",
+    "good",
+    "day",
+    "un",
+    "##aff",
+    "##able",
+    "cafe",
+    "deja",
+    "vu",
+    "!",
+    "'",
+    "t",
+    "don",
+    "我",
+    "爱",
+    "模",
+    "型",
+    "nl",
+    "##p",
+    "a",
+    "##a",
+    "abc",
+    "x",
+    "y",
+    "istanbul",
+]
 
 
 def write_vocab(path, tokens, newline="\n"):
@@ -77,6 +104,7 @@ def assert_same_as_hf(ours, hf, texts, texts_b=None, max_length=512, truncation=
 
 # ---- parity with transformers on real text ----------------------------------------------------------
 
+
 def test_all_mr_sentences_match_hf(en, mr_texts):
     assert en.lowercase and en.vocab_size == 30522
     assert_same_as_hf(en, hf_tokenizer(en), mr_texts)
@@ -92,8 +120,10 @@ def test_chinese_reviews_match_hf(zh, zh_texts):
 # 2,000 full-length review pairs take more than 20 GB. Our truncation slices and never does that.
 @pytest.mark.data
 @pytest.mark.parametrize("lang", ["en", "zh"])
-@pytest.mark.parametrize("truncation,max_length", [
-    ("longest_first", 12), ("longest_first", 20), ("longest_first", 33), ("only_second", 24), ("only_first", 24)])
+@pytest.mark.parametrize(
+    "truncation,max_length",
+    [("longest_first", 12), ("longest_first", 20), ("longest_first", 33), ("only_second", 24), ("only_first", 24)],
+)
 def test_truncated_pairs_match_hf(lang, truncation, max_length, request):
     ours = request.getfixturevalue(lang)
     texts = request.getfixturevalue({"en": "mr_texts", "zh": "zh_texts"}[lang])[:2000]
@@ -132,6 +162,7 @@ def test_truncated_lengths_worked_examples():
 
 
 # ---- worked examples (tokens and offsets checked by hand) --------------------------------------------
+
 
 def spans(text, enc):
     return [text[s:e] for s, e in enc.offsets]
@@ -223,8 +254,10 @@ def test_truncation(tiny):
     assert tiny.encode(text, "x y", max_length=6).tokens == ["[CLS]", "hello", "world", "[SEP]", "x", "[SEP]"]
     assert tiny.encode(text, "x y", max_length=6, truncation="only_first").tokens[:3] == ["[CLS]", "hello", "[SEP]"]
     batch = tiny.encode_batch([text, "x"], ["y", "good day"], max_length=5)
-    assert [e.tokens for e in batch] == [["[CLS]", "hello", "[SEP]", "y", "[SEP]"],
-                                         ["[CLS]", "x", "[SEP]", "good", "[SEP]"]]
+    assert [e.tokens for e in batch] == [
+        ["[CLS]", "hello", "[SEP]", "y", "[SEP]"],
+        ["[CLS]", "x", "[SEP]", "good", "[SEP]"],
+    ]
 
 
 def test_truncation_errors(tiny):
@@ -241,6 +274,7 @@ def test_truncation_errors(tiny):
 
 
 # ---- vocab files, config, save ----------------------------------------------------------------------
+
 
 def test_save_round_trip_and_transformers_reads_it(tiny, tmp_path):
     tiny.save(tmp_path / "saved")
@@ -282,11 +316,14 @@ def test_non_utf8_vocab_line_names_file_and_line(tmp_path):
     assert str(path) in str(err.value)
 
 
-@pytest.mark.parametrize("tokens,message", [
-    (SPECIALS + ["a", "b", "a"], "'a' appears twice, on lines 6 and 8"),
-    (["[PAD]", "[UNK]", "a"], "lacks the special tokens \\[CLS\\] \\[SEP\\] \\[MASK\\]"),
-    ([], "is empty"),
-])
+@pytest.mark.parametrize(
+    "tokens,message",
+    [
+        (SPECIALS + ["a", "b", "a"], "'a' appears twice, on lines 6 and 8"),
+        (["[PAD]", "[UNK]", "a"], "lacks the special tokens \\[CLS\\] \\[SEP\\] \\[MASK\\]"),
+        ([], "is empty"),
+    ],
+)
 def test_bad_vocab(tmp_path, tokens, message):
     with pytest.raises(BertkitError, match=message):
         BertTokenizer.from_vocab(write_vocab(tmp_path / "vocab.txt", tokens))

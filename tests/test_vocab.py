@@ -1,5 +1,6 @@
 """Vocab training: specials first, the requested size, ids identical to transformers' BertTokenizerFast
 over the trained vocab, every CJK character (and its ## form) with --chinese-chars, the CLI verb."""
+
 from __future__ import annotations
 
 import json

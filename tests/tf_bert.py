@@ -11,6 +11,7 @@ Both run the model on INPUTS (input_ids, token_type_ids, attention_mask) and sav
 `gelu` is the exact (erf) form, as in Hugging Face and bertkit; modeling.py's tanh approximation is
 what those call `gelu_new`.
 """
+
 import json
 import sys
 
@@ -20,10 +21,12 @@ import tensorflow as tf
 
 def names(cfg):
     """Variable name -> shape, as modeling.py and run_pretraining.py create them."""
-    H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    shapes = {"bert/embeddings/word_embeddings": [V, H],
-              "bert/embeddings/token_type_embeddings": [cfg["type_vocab_size"], H],
-              "bert/embeddings/position_embeddings": [cfg["max_position_embeddings"], H]}
+    H, F, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]  # F: feed-forward size
+    shapes = {
+        "bert/embeddings/word_embeddings": [V, H],
+        "bert/embeddings/token_type_embeddings": [cfg["type_vocab_size"], H],
+        "bert/embeddings/position_embeddings": [cfg["max_position_embeddings"], H],
+    }
 
     def dense(scope, n_in, n_out):
         shapes.update({f"{scope}/kernel": [n_in, n_out], f"{scope}/bias": [n_out]})
@@ -38,14 +41,20 @@ def names(cfg):
             dense(f"{s}/attention/self/{part}", H, H)
         dense(f"{s}/attention/output/dense", H, H)
         norm(f"{s}/attention/output/LayerNorm")
-        dense(f"{s}/intermediate/dense", H, I)
-        dense(f"{s}/output/dense", I, H)
+        dense(f"{s}/intermediate/dense", H, F)
+        dense(f"{s}/output/dense", F, H)
         norm(f"{s}/output/LayerNorm")
     dense("bert/pooler/dense", H, H)
     dense("cls/predictions/transform/dense", H, H)
-    shapes.update({"cls/predictions/transform/LayerNorm/gamma": [H], "cls/predictions/transform/LayerNorm/beta": [H],
-                   "cls/predictions/output_bias": [V], "cls/seq_relationship/output_weights": [2, H],
-                   "cls/seq_relationship/output_bias": [2]})
+    shapes.update(
+        {
+            "cls/predictions/transform/LayerNorm/gamma": [H],
+            "cls/predictions/transform/LayerNorm/beta": [H],
+            "cls/predictions/output_bias": [V],
+            "cls/seq_relationship/output_weights": [2, H],
+            "cls/seq_relationship/output_bias": [2],
+        }
+    )
     return shapes
 
 
@@ -55,8 +64,11 @@ def layer_norm(x, w, scope, eps):
 
 
 def forward(w, cfg, ids, types, mask):
-    act = {"gelu": lambda t: tf.nn.gelu(t, approximate=False), "gelu_new": lambda t: tf.nn.gelu(t, approximate=True),
-           "relu": tf.nn.relu}[cfg["hidden_act"]]
+    act = {
+        "gelu": lambda t: tf.nn.gelu(t, approximate=False),
+        "gelu_new": lambda t: tf.nn.gelu(t, approximate=True),
+        "relu": tf.nn.relu,
+    }[cfg["hidden_act"]]
     eps = cfg.get("layer_norm_eps", 1e-12)
     B, T = ids.shape
     H, N = cfg["hidden_size"], cfg["num_attention_heads"]
@@ -65,8 +77,11 @@ def forward(w, cfg, ids, types, mask):
     def dense(x, scope):
         return tf.matmul(x, w[f"{scope}/kernel"]) + w[f"{scope}/bias"]
 
-    x = (tf.gather(w["bert/embeddings/word_embeddings"], ids) + tf.gather(w["bert/embeddings/token_type_embeddings"], types)
-         + w["bert/embeddings/position_embeddings"][:T])
+    x = (
+        tf.gather(w["bert/embeddings/word_embeddings"], ids)
+        + tf.gather(w["bert/embeddings/token_type_embeddings"], types)
+        + w["bert/embeddings/position_embeddings"][:T]
+    )
     x = layer_norm(x, w, "bert/embeddings/LayerNorm", eps)
     adder = (1.0 - tf.cast(mask, tf.float32))[:, None, None, :] * -10000.0
 
@@ -84,7 +99,10 @@ def forward(w, cfg, ids, types, mask):
     pooled = tf.tanh(dense(x[:, 0], "bert/pooler/dense"))
     t = layer_norm(act(dense(x, "cls/predictions/transform/dense")), w, "cls/predictions/transform/LayerNorm", eps)
     mlm = tf.matmul(t, w["bert/embeddings/word_embeddings"], transpose_b=True) + w["cls/predictions/output_bias"]
-    nsp = tf.matmul(pooled, w["cls/seq_relationship/output_weights"], transpose_b=True) + w["cls/seq_relationship/output_bias"]
+    nsp = (
+        tf.matmul(pooled, w["cls/seq_relationship/output_weights"], transpose_b=True)
+        + w["cls/seq_relationship/output_bias"]
+    )
     return {"sequence": x, "pooled": pooled, "mlm": mlm, "nsp": nsp}
 
 

@@ -5,6 +5,7 @@
 
 Names are imported lazily, so `bertkit fetch` starts without loading torch.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -2,6 +2,7 @@
 pytorch_model.bin), vocab.txt. Loading reports every missing and unused tensor by name; saving writes
 files atomically, in Hugging Face's parameter names, so `transformers` loads our directories too.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from torch import nn
 
 from bertkit.convert.hf import from_hf, to_hf
 from bertkit.errors import BertkitError
-from bertkit.model import BertConfig, BertModel
+from bertkit.model import BertConfig, BertModel, config_of
 from bertkit.outputs import atomic_path, atomic_write_text
 
 __all__ = ["atomic_write_text", "load_config", "load_model", "load_weights", "read_state_dict", "save_model"]
@@ -30,8 +31,10 @@ ENCODER_PARTS = ("embeddings.", "layers.", "pooler.")
 def load_config(model_dir: str | Path) -> BertConfig:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
-        raise BertkitError(f"{path} not found: a model directory needs config.json, vocab.txt and "
-                           "model.safetensors (fetch a real one with `bertkit fetch minilm`)")
+        raise BertkitError(
+            f"{path} not found: a model directory needs config.json, vocab.txt and "
+            "model.safetensors (fetch a real one with `bertkit fetch minilm`)"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -50,16 +53,19 @@ def read_state_dict(model_dir: str | Path) -> dict[str, torch.Tensor]:
         return _read_safetensors(d / "model.safetensors")
     if (d / "pytorch_model.bin").is_file():
         return _read_torch_bin(d / "pytorch_model.bin")
-    raise BertkitError(f"no weights in {d}: expected model.safetensors or pytorch_model.bin "
-                       "(fetch a real model with `bertkit fetch minilm`)")
+    raise BertkitError(
+        f"no weights in {d}: expected model.safetensors or pytorch_model.bin "
+        "(fetch a real model with `bertkit fetch minilm`)"
+    )
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as e:
-        raise BertkitError(f"{path} is not a readable safetensors file ({e}): it may be truncated or "
-                           "corrupt; fetch or copy it again") from e
+        raise BertkitError(
+            f"{path} is not a readable safetensors file ({e}): it may be truncated or corrupt; fetch or copy it again"
+        ) from e
 
 
 def _read_torch_bin(path: Path) -> dict[str, torch.Tensor]:
@@ -69,7 +75,8 @@ def _read_torch_bin(path: Path) -> dict[str, torch.Tensor]:
         raise BertkitError(
             f"{path} could not be loaded as plain tensors ({str(e).splitlines()[0]}). bertkit never "
             "unpickles arbitrary objects; re-save the weights with safetensors, or check the file "
-            "is not truncated") from e
+            "is not truncated"
+        ) from e
     if not isinstance(state, dict):
         raise BertkitError(f"{path} holds a {type(state).__name__}, not a dict of tensors")
     return state
@@ -99,19 +106,19 @@ def load_weights(model: nn.Module, hf_state: dict[str, torch.Tensor], source: st
     if encoder_missing:
         raise BertkitError(
             f"{source} lacks {len(encoder_missing)} encoder weight(s), e.g. {', '.join(encoder_missing[:3])}: "
-            "it is not a BERT checkpoint of this shape (check num_hidden_layers in config.json)")
+            "it is not a BERT checkpoint of this shape (check num_hidden_layers in config.json)"
+        )
     for name, tensor in aligned.items():
         if name in expected and tensor.shape != expected[name].shape:
             raise BertkitError(
                 f"{source}: `{name}` has shape {list(tensor.shape)} but the config gives "
                 f"{list(expected[name].shape)}; config.json and the weights disagree (vocab_size, "
-                "hidden_size or number of labels)")
+                "hidden_size or number of labels)"
+            )
     model.load_state_dict({k: v for k, v in aligned.items() if k in expected}, strict=False)
-    report = LoadReport(newly_initialised=missing,
-                        unused=sorted(unknown + [k for k in aligned if k not in expected]))
+    report = LoadReport(newly_initialised=missing, unused=sorted(unknown + [k for k in aligned if k not in expected]))
     if report.newly_initialised:
-        log.warning("%s: newly initialised (train them before use): %s", source,
-                    _summarise(report.newly_initialised))
+        log.warning("%s: newly initialised (train them before use): %s", source, _summarise(report.newly_initialised))
     if report.unused:
         log.info("%s: tensors not used by %s: %s", source, type(model).__name__, _summarise(report.unused))
     return report
@@ -139,7 +146,7 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, extra_co
     """Write config.json, model.safetensors (Hugging Face names) and vocab.txt, each atomically."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    config: BertConfig = model.bert.config if hasattr(model, "bert") else model.config
+    config = config_of(model)
     meta = {"architectures": [type(model).__name__], "model_type": "bert", **(extra_config or {})}
     num_labels = _num_labels(model)
     if num_labels is not None and "id2label" not in meta:
@@ -156,4 +163,3 @@ def save_model(model: nn.Module, directory: str | Path, tokenizer=None, extra_co
 def _num_labels(model: nn.Module) -> int | None:
     classifier = getattr(model, "classifier", None)
     return classifier.out_features if isinstance(classifier, nn.Linear) else None
-

@@ -8,6 +8,7 @@ server's Retry-After, at most `retries` times. A server started with `--api-key`
 `Client(url, api_key=KEY)`, or the BERTKIT_API_KEY environment variable (so `bertkit encode --server`
 works too).
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,14 @@ from bertkit.errors import BertkitError
 
 
 class Client:
-    def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 60.0, retries: int = 3,
-                 max_retry_wait: float = 30.0, api_key: str | None = None):
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        timeout: float = 60.0,
+        retries: int = 3,
+        max_retry_wait: float = 30.0,
+        api_key: str | None = None,
+    ):
         self.url = url.rstrip("/")
         self.retries, self.max_retry_wait = retries, max_retry_wait
         api_key = api_key or os.environ.get("BERTKIT_API_KEY")
@@ -43,8 +50,9 @@ class Client:
             try:
                 r = self._http.request(method, path, json=body)
             except httpx.HTTPError as e:
-                raise BertkitError(f"cannot reach the bertkit server at {self.url}{path}: {e}; "
-                                   "is `bertkit serve` running there?") from e
+                raise BertkitError(
+                    f"cannot reach the bertkit server at {self.url}{path}: {e}; is `bertkit serve` running there?"
+                ) from e
             if r.status_code == 503 and attempt < self.retries:
                 time.sleep(min(float(r.headers.get("Retry-After", 1) or 1), self.max_retry_wait))
                 continue
@@ -57,18 +65,22 @@ class Client:
             return r.json() if path != "/metrics" else r.text
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
-    def encode(self, texts: list[str], pooling: str | None = None, layer: int | None = None,
-               normalize: bool | None = None) -> np.ndarray:
+    def encode(
+        self, texts: list[str], pooling: str | None = None, layer: int | None = None, normalize: bool | None = None
+    ) -> np.ndarray:
         """float32 [len(texts), H]; the vectors travel base64-encoded (exact, and 4x smaller than JSON)."""
-        body = {"texts": list(texts), "encoding": "base64"}
-        body.update({k: v for k, v in (("pooling", pooling), ("layer", layer), ("normalize", normalize))
-                     if v is not None})
+        body: dict[str, object] = {"texts": list(texts), "encoding": "base64"}
+        body.update(
+            {k: v for k, v in (("pooling", pooling), ("layer", layer), ("normalize", normalize)) if v is not None}
+        )
         out = self._request("POST", "/encode", body)
         return np.frombuffer(base64.b64decode(out["vectors"]), dtype="<f4").reshape(out["shape"]).copy()
 
-    def similarity(self, pairs: list[tuple[str, str]] | None = None, query: str | None = None,
-                   texts: list[str] | None = None) -> list[float]:
+    def similarity(
+        self, pairs: list[tuple[str, str]] | None = None, query: str | None = None, texts: list[str] | None = None
+    ) -> list[float]:
         """Cosine scores: one per pair, or one per text against `query`."""
+        body: dict[str, object]
         if pairs is not None:
             body = {"pairs": [list(p) for p in pairs]}
         else:

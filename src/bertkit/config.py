@@ -6,6 +6,7 @@ fields), `--normalize` for a boolean. `--config run.yaml` loads a YAML file firs
 Unknown keys are rejected with the closest valid key, values are checked against the field's type,
 and the resolved config can be saved next to a run's outputs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,14 +18,25 @@ from pathlib import Path
 import yaml
 
 from bertkit.errors import BertkitError, suggest
+from bertkit.outputs import atomic_write_text
 
 
-def option(default, help: str, choices: tuple | None = None, at_least: float | None = None,
-           above: float | None = None, at_most: float | None = None, below: float | None = None):
+def option(
+    default,
+    help: str,
+    choices: tuple | None = None,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+    below: float | None = None,
+):
     """A config field with its help text; for closed choices the allowed values, for numbers the range
     (`at_least`/`at_most` inclusive, `above`/`below` exclusive). Every verb's parser enforces both."""
-    meta = {"help": help, "choices": choices,
-            "range": (at_least, above, at_most, below) if (at_least, above, at_most, below) != (None,) * 4 else None}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "range": (at_least, above, at_most, below) if (at_least, above, at_most, below) != (None,) * 4 else None,
+    }
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -33,8 +45,11 @@ def option(default, help: str, choices: tuple | None = None, at_least: float | N
 def range_text(bounds) -> str:
     """'>= 1', '> 0 and <= 1', ... for a field's `range` metadata."""
     at_least, above, at_most, below = bounds
-    parts = [f"{op} {v if isinstance(v, int) else format(v, 'g')}" for op, v in ((">=", at_least), (">", above), ("<=", at_most), ("<", below))
-             if v is not None]
+    parts = [
+        f"{op} {v if isinstance(v, int) else format(v, 'g')}"
+        for op, v in ((">=", at_least), (">", above), ("<=", at_most), ("<", below))
+        if v is not None
+    ]
     return " and ".join(parts)
 
 
@@ -45,9 +60,13 @@ def _check_range(value, bounds, key: str, source: str):
     values = value if isinstance(value, list) else [value]
     at_least, above, at_most, below = bounds
     for v in values:
-        bad = (isinstance(v, float) and not math.isfinite(v)) \
-            or (at_least is not None and v < at_least) or (above is not None and v <= above) \
-            or (at_most is not None and v > at_most) or (below is not None and v >= below)
+        bad = (
+            (isinstance(v, float) and not math.isfinite(v))
+            or (at_least is not None and v < at_least)
+            or (above is not None and v <= above)
+            or (at_most is not None and v > at_most)
+            or (below is not None and v >= below)
+        )
         if bad:
             raise BertkitError(f"{source}: `--{key.replace('_', '-')}` is {v!r}; it must be {range_text(bounds)}")
 
@@ -114,8 +133,13 @@ def _strip_optional(tp):
 
 def _type_name(tp) -> str:
     base = _base_type(tp)
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            list: "a comma-separated list"}.get(base, str(tp))
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a comma-separated list",
+    }.get(base, str(tp))
 
 
 def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
@@ -127,8 +151,9 @@ def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
     for key, value in data.items():
         norm = key.replace("-", "_")
         if norm not in fields:
-            raise BertkitError(f"{source}: unknown key `{prefix}{key}`{suggest(norm, fields)}; "
-                               f"valid keys here: {', '.join(fields)}")
+            raise BertkitError(
+                f"{source}: unknown key `{prefix}{key}`{suggest(norm, fields)}; valid keys here: {', '.join(fields)}"
+            )
         f = fields[norm]
         base = _base_type(f.type)
         if dataclasses.is_dataclass(base):
@@ -139,8 +164,10 @@ def from_dict(cls, data: dict, source: str = "config", prefix: str = ""):
             value = _coerce(value, f.type, prefix + norm, source)
             choices = f.metadata.get("choices")
             if choices and value not in choices:
-                raise BertkitError(f"{source}: `{prefix}{norm}` is {value!r}{suggest(str(value), choices)}; "
-                                   f"choose one of: {', '.join(map(str, choices))}")
+                raise BertkitError(
+                    f"{source}: `{prefix}{norm}` is {value!r}{suggest(str(value), choices)}; "
+                    f"choose one of: {', '.join(map(str, choices))}"
+                )
             _check_range(value, f.metadata.get("range"), prefix + norm, source)
             kwargs[norm] = value
     obj = cls(**kwargs)
@@ -155,8 +182,6 @@ def to_dict(obj) -> dict:
 
 
 def save(obj, path: str | Path) -> None:
-    from bertkit.checkpoint import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(obj), sort_keys=False, allow_unicode=True))
 
 
@@ -276,7 +301,7 @@ def _help_rows(cls, prefix: str) -> list[tuple[str, str]]:
             rows.append((f"{flag}.*", text))
             rows += _help_rows(base, prefix + name.replace("_", "-") + ".")
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         if f.metadata.get("required"):
             notes = ["required"]
         elif "(default" in text:  # the help says what an unset value means

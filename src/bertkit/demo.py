@@ -3,12 +3,18 @@ sentiment classifier, report dev and test accuracy, and label a few new sentence
 
 The same job from the command line: `bertkit finetune --config configs/mr.yaml`.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
 import time
+
+from bertkit.config import from_dict
+from bertkit.fetch import fetch
+from bertkit.finetune import FinetuneConfig, finetune
+from bertkit.inference import evaluate_file, load_task, predict_inputs
 
 NEW_SENTENCES = [
     "A gorgeous, witty, seductive movie that stays with you for days.",
@@ -20,27 +26,32 @@ NEW_SENTENCES = [
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="bertkit: %(message)s", stream=sys.stderr)
-    from bertkit.config import from_dict
-    from bertkit.fetch import fetch
-    from bertkit.finetune import FinetuneConfig, finetune
-    from bertkit.inference import evaluate_file, load_task, predict_inputs
-
     fetch("minilm")
     fetch("mr")
     output = os.environ.get("BERTKIT_DEMO_OUTPUT", "runs/demo-mr")
-    cfg = from_dict(FinetuneConfig, {
-        "task": "classify", "model": "minilm", "dev": "mr:dev", "output": output, "max_length": 128,
-        "overwrite": True,  # the demo's own directory: a rerun replaces it
-        "train": {"data": "mr:train", "epochs": 2, "batch_size": 32, "lr": 5e-5, "seed": 42},
-    }, source="demo")
+    cfg = from_dict(
+        FinetuneConfig,
+        {
+            "task": "classify",
+            "model": "minilm",
+            "dev": "mr:dev",
+            "output": output,
+            "max_length": 128,
+            "overwrite": True,  # the demo's own directory: a rerun replaces it
+            "train": {"data": "mr:train", "epochs": 2, "batch_size": 32, "lr": 5e-5, "seed": 42},
+        },
+        source="demo",
+    )
     print(f"fine-tuning all-MiniLM-L6-v2 on MR (8,458 sentences, 2 epochs) into {output}/ ...")
     start = time.perf_counter()
     dev = finetune(cfg)
     trained = time.perf_counter() - start
     run = load_task(output)
     test = evaluate_file(run, "mr:test")
-    print(f"\ntrained in {trained / 60:.1f} min; best dev accuracy {dev['accuracy']:.4f} "
-          f"(F1 {dev['f1']:.4f}, MCC {dev['mcc']:.4f}); test accuracy {test['accuracy']:.4f}")
+    print(
+        f"\ntrained in {trained / 60:.1f} min; best dev accuracy {dev['accuracy']:.4f} "
+        f"(F1 {dev['f1']:.4f}, MCC {dev['mcc']:.4f}); test accuracy {test['accuracy']:.4f}"
+    )
     print(f"curves: {output}/training.png, confusion matrix: {output}/confusion.png\n")
 
     for p in predict_inputs(run, NEW_SENTENCES):

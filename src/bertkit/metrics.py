@@ -9,6 +9,7 @@ JSON. Definitions follow the references the field compares against:
 - SQuAD: EM and F1 exactly as the official evaluate-v1.1.py, plus evaluate-v2.0.py's rule for
   unanswerable questions.
 """
+
 from __future__ import annotations
 
 import collections
@@ -37,8 +38,7 @@ def _pair(preds, golds) -> tuple[list, list]:
     """Both inputs as lists of the same, non-zero length."""
     preds, golds = _as_list(preds, "preds"), _as_list(golds, "golds")
     if len(preds) != len(golds):
-        raise BertkitError(f"{len(preds)} predictions but {len(golds)} gold labels: "
-                           "pass one prediction per example")
+        raise BertkitError(f"{len(preds)} predictions but {len(golds)} gold labels: pass one prediction per example")
     return preds, golds
 
 
@@ -79,8 +79,7 @@ def confusion_matrix(preds, golds, labels) -> np.ndarray:
     for i, (p, g) in enumerate(zip(preds, golds)):
         for name, value in (("prediction", p), ("gold label", g)):
             if value not in index:
-                raise BertkitError(f"{name} {value!r} of example {i} is not in labels "
-                                   f"{labels}: add it to `labels`")
+                raise BertkitError(f"{name} {value!r} of example {i} is not in labels {labels}: add it to `labels`")
         matrix[index[g], index[p]] += 1
     return matrix
 
@@ -108,8 +107,7 @@ def classification_report(preds, golds, labels) -> dict:
     labels = list(labels)
     macro = f1_macro(preds, golds, labels)
     f1 = f1_binary(preds, golds, labels[1]) if len(labels) == 2 else macro
-    return {"accuracy": accuracy(preds, golds), "f1_macro": macro,
-            "mcc": matthews_corrcoef(preds, golds), "f1": f1}
+    return {"accuracy": accuracy(preds, golds), "f1_macro": macro, "mcc": matthews_corrcoef(preds, golds), "f1": f1}
 
 
 # --- Regression (STS-B) ---------------------------------------------------------------------------
@@ -163,8 +161,10 @@ def _check_tags(seqs, scheme: str, name: str) -> list[list[str]]:
             if tag != "O" and not (len(tag) > 2 and tag[0] in _SCHEMES[scheme] and tag[1] == "-"):
                 prefixes = ", ".join(f"{c}-TYPE" for c in _SCHEMES[scheme])
                 hint = " (or pass scheme='BIOES')" if scheme == "BIO" else ""
-                raise BertkitError(f"{name}: sentence {s}, token {t} has tag {tag!r}, which is not a "
-                                   f"{scheme} tag: use O, {prefixes}{hint}")
+                raise BertkitError(
+                    f"{name}: sentence {s}, token {t} has tag {tag!r}, which is not a "
+                    f"{scheme} tag: use O, {prefixes}{hint}"
+                )
     return seqs
 
 
@@ -197,9 +197,11 @@ def entity_report(pred_tag_seqs, gold_tag_seqs, scheme: str = "BIO") -> dict:
 
 def _prf(found: set, expected: set) -> dict:
     tp = len(found & expected)
-    return {"precision": tp / len(found) if found else 0.0,
-            "recall": tp / len(expected) if expected else 0.0,
-            "f1": _f1(tp, len(found), len(expected))}
+    return {
+        "precision": tp / len(found) if found else 0.0,
+        "recall": tp / len(expected) if expected else 0.0,
+        "f1": _f1(tp, len(found), len(expected)),
+    }
 
 
 # --- SQuAD (official evaluate-v1.1.py, with evaluate-v2.0.py's rule for unanswerable questions) ---
@@ -268,8 +270,7 @@ def squad_report(predictions: dict, dataset) -> dict:
     if not total:
         raise BertkitError("the SQuAD dataset has no questions: pass the JSON with its `data` list")
     if missing:
-        log.warning("%d of %d questions have no prediction and score 0 (first: %s)",
-                    len(missing), total, missing[0])
+        log.warning("%d of %d questions have no prediction and score 0 (first: %s)", len(missing), total, missing[0])
     return {"exact_match": 100.0 * em / total, "f1": 100.0 * f1 / total}
 
 
@@ -277,8 +278,9 @@ def squad_report(predictions: dict, dataset) -> dict:
 def plot_confusion_matrix(matrix, labels, path) -> None:
     """Write the matrix as a PNG heat map with counts in the cells, gold down, predicted across.
     Draws on the Agg canvas directly (no pyplot): works headless and leaves pyplot's state alone."""
+    # matplotlib takes about a second to import: only when a figure is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # (deferred with the line above)
 
     matrix, labels = np.asarray(matrix), [str(label) for label in labels]
     if matrix.shape != (len(labels), len(labels)):
@@ -292,7 +294,6 @@ def plot_confusion_matrix(matrix, labels, path) -> None:
     ax.set_xticklabels(labels, rotation=45, ha="right")
     ax.set_yticklabels(labels)
     for (i, j), count in np.ndenumerate(matrix):  # light text on the dark half of the colour scale
-        ax.text(j, i, str(count), ha="center", va="center",
-                color="white" if count > matrix.max() / 2 else "black")
+        ax.text(j, i, str(count), ha="center", va="center", color="white" if count > matrix.max() / 2 else "black")
     fig.tight_layout()
     fig.savefig(path, format="png")

@@ -10,6 +10,7 @@ Parameter names are our own (one fused query/key/value projection, short names);
 `bertkit/convert/hf.py` maps them to and from Hugging Face's names, so checkpoints move both ways.
 Heads return logits only: losses belong to the tasks (`bertkit/tasks`), not to the model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,13 +35,39 @@ ACTIVATIONS = {
 # Keys Hugging Face writes into config.json that carry no architecture we need. They are accepted
 # (so any BERT config.json loads) and not written back; anything else unknown is a typo.
 IGNORED_HF_KEYS = {
-    "_name_or_path", "architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
-    "gradient_checkpointing", "use_cache", "classifier_dropout", "id2label", "label2id", "problem_type",
-    "bos_token_id", "eos_token_id", "sep_token_id", "output_past", "directionality", "pooler_fc_size",
-    "pooler_num_attention_heads", "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type",
-    "tie_word_embeddings", "is_decoder", "add_cross_attention", "chunk_size_feed_forward",
-    "finetuning_task", "tokenizer_class", "return_dict", "output_hidden_states", "output_attentions",
-    "position_embedding_type", "embedding_size",
+    "_name_or_path",
+    "architectures",
+    "model_type",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "gradient_checkpointing",
+    "use_cache",
+    "classifier_dropout",
+    "id2label",
+    "label2id",
+    "problem_type",
+    "bos_token_id",
+    "eos_token_id",
+    "sep_token_id",
+    "output_past",
+    "directionality",
+    "pooler_fc_size",
+    "pooler_num_attention_heads",
+    "pooler_num_fc_layers",
+    "pooler_size_per_head",
+    "pooler_type",
+    "tie_word_embeddings",
+    "is_decoder",
+    "add_cross_attention",
+    "chunk_size_feed_forward",
+    "finetuning_task",
+    "tokenizer_class",
+    "return_dict",
+    "output_hidden_states",
+    "output_attentions",
+    "position_embedding_type",
+    "embedding_size",
 }
 
 
@@ -66,11 +93,13 @@ class BertConfig:
         if self.hidden_act not in ACTIVATIONS:
             raise BertkitError(
                 f"hidden_act `{self.hidden_act}` is not supported{suggest(self.hidden_act, ACTIVATIONS)}; "
-                f"use one of: {', '.join(ACTIVATIONS)}")
+                f"use one of: {', '.join(ACTIVATIONS)}"
+            )
         if self.hidden_size % self.num_attention_heads:
             raise BertkitError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
-                f"{self.num_attention_heads}: choose heads so that hidden_size / heads is whole (usually 64)")
+                f"{self.num_attention_heads}: choose heads so that hidden_size / heads is whole (usually 64)"
+            )
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> BertConfig:
@@ -79,15 +108,17 @@ class BertConfig:
         if d.get("position_embedding_type", "absolute") != "absolute":
             raise BertkitError(
                 f"{source}: position_embedding_type `{d['position_embedding_type']}` is not BERT's; "
-                "bertkit supports only learned absolute positions (`absolute`)")
+                "bertkit supports only learned absolute positions (`absolute`)"
+            )
         for key in ("is_decoder", "add_cross_attention"):
             if d.get(key):
                 raise BertkitError(f"{source}: `{key}: true` describes a decoder; bertkit's BERT is an encoder")
         unknown = [k for k in d if k not in fields and k not in IGNORED_HF_KEYS]
         if unknown:
             k = unknown[0]
-            raise BertkitError(f"{source}: unknown config key `{k}`{suggest(k, fields)}; "
-                               f"valid keys: {', '.join(sorted(fields))}")
+            raise BertkitError(
+                f"{source}: unknown config key `{k}`{suggest(k, fields)}; valid keys: {', '.join(sorted(fields))}"
+            )
         return cls(**{k: v for k, v in d.items() if k in fields})
 
     def to_dict(self) -> dict:
@@ -97,17 +128,23 @@ class BertConfig:
     def preset(cls, name: str, **overrides) -> BertConfig:
         """A named size: tiny/mini/small/medium (Turc et al., 2019), base/large (the paper)."""
         if name not in PRESETS:
-            raise BertkitError(f"unknown model size `{name}`{suggest(name, PRESETS)}; "
-                               f"use one of: {', '.join(PRESETS)}")
+            raise BertkitError(f"unknown model size `{name}`{suggest(name, PRESETS)}; use one of: {', '.join(PRESETS)}")
         layers, hidden = PRESETS[name]
-        shape = dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=hidden // 64,
-                     intermediate_size=4 * hidden)
+        shape = dict(
+            num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=hidden // 64, intermediate_size=4 * hidden
+        )
         return cls(**{**shape, **overrides})
 
 
 # name -> (layers, hidden); heads = hidden / 64 and intermediate = 4 * hidden for all of them.
-PRESETS = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512), "medium": (8, 512),
-           "base": (12, 768), "large": (24, 1024)}
+PRESETS = {
+    "tiny": (2, 128),
+    "mini": (4, 256),
+    "small": (4, 512),
+    "medium": (8, 512),
+    "base": (12, 768),
+    "large": (24, 1024),
+}
 
 
 class BertOutput(NamedTuple):
@@ -164,8 +201,7 @@ def cpu_attention_with_dropout(q, k, v, mask: torch.Tensor | None, p: float) -> 
     is faster than the bernoulli_ behind F.dropout on these [B, N, T, T] tensors (bench/pretrain.py)."""
     scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [B, N, T, T]
     if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool \
-            else scores + mask
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
     probs = scores.softmax(-1)
     probs = torch.where(torch.rand_like(probs) >= p, probs * (1.0 / (1.0 - p)), 0.0)
     return probs @ v  # [B, N, T, D]
@@ -234,13 +270,18 @@ class BertModel(nn.Module):
         self.pooler = Pooler(config) if add_pooler else None
         self.apply(lambda m: init_weights(m, config.initializer_range))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None,
-                output_hidden_states: bool = False) -> BertOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> BertOutput:
         if input_ids.shape[1] > self.config.max_position_embeddings:
             raise BertkitError(
                 f"sequence of {input_ids.shape[1]} tokens is longer than the model's "
-                f"max_position_embeddings ({self.config.max_position_embeddings}): lower max_length")
+                f"max_position_embeddings ({self.config.max_position_embeddings}): lower max_length"
+            )
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         mask = attention_bias(attention_mask)
@@ -378,6 +419,13 @@ class BertForQuestionAnswering(nn.Module):
         return start, end
 
 
+def config_of(model) -> BertConfig:
+    """The BertConfig of a BertModel, of a head (its `.bert`), or of an exported graph (its `.config`)."""
+    config = model.bert.config if hasattr(model, "bert") else model.config
+    if not isinstance(config, BertConfig):
+        raise TypeError(f"{type(model).__name__} carries no BertConfig")
+    return config
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-

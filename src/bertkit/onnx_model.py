@@ -5,6 +5,7 @@ Every graph takes the same three inputs, each [B, T] int64 with both axes dynami
 and returns the head's tensors; decoding (softmax, CRF Viterbi, QA spans) stays in the tasks, so an
 `OnnxModel` runs wherever the torch model does in `bertkit.inference`.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,10 @@ class OnnxModel:
 
         path = Path(path)
         if not path.is_file():
-            raise BertkitError(f"{path} not found: export the model first with "
-                               f"`bertkit export --model DIR --format onnx --output {path.parent}`")
+            raise BertkitError(
+                f"{path} not found: export the model first with "
+                f"`bertkit export --model DIR --format onnx --output {path.parent}`"
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -47,22 +50,28 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.names = tuple(o.name for o in self.session.get_outputs())
         self.path, self.config, self.training = path, config, False
-        self.crf = None
+        self.crf: CRF | None = None
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
         if output_hidden_states:
-            raise BertkitError(f"{self.path} holds the last layer only: use --layer -1 with the onnx "
-                               "backend, or --backend torch for other layers")
+            raise BertkitError(
+                f"{self.path} holds the last layer only: use --layer -1 with the onnx "
+                "backend, or --backend torch for other layers"
+            )
         limit = self.config.max_position_embeddings if self.config is not None else None
         if limit is not None and input_ids.shape[1] > limit:  # the traced graph lost torch's check
-            raise BertkitError(f"sequence of {input_ids.shape[1]} tokens is longer than the model's "
-                               f"max_position_embeddings ({limit}): lower max_length")
+            raise BertkitError(
+                f"sequence of {input_ids.shape[1]} tokens is longer than the model's "
+                f"max_position_embeddings ({limit}): lower max_length"
+            )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        feed = {name: t.detach().cpu().numpy().astype(np.int64, copy=False)
-                for name, t in zip(INPUTS, (input_ids, attention_mask, token_type_ids))}
+        feed = {
+            name: t.detach().cpu().numpy().astype(np.int64, copy=False)
+            for name, t in zip(INPUTS, (input_ids, attention_mask, token_type_ids))
+        }
         outs = [torch.from_numpy(o) for o in self.session.run(None, feed)]
         if self.names[0] == "last_hidden_state":
             return BertOutput(outs[0], outs[1] if len(outs) > 1 else None, None)
@@ -89,12 +98,14 @@ def load_onnx(model_dir: str | Path, int8: bool = False) -> OnnxModel:
     name = "model.int8.onnx" if int8 else "model.onnx"
     if not (d / name).is_file():
         flag = " --quantize int8" if int8 else ""
-        raise BertkitError(f"{d} has no {name}: export it with "
-                           f"`bertkit export --model MODEL --format onnx{flag} --output {d}`")
+        raise BertkitError(
+            f"{d} has no {name}: export it with `bertkit export --model MODEL --format onnx{flag} --output {d}`"
+        )
     model = OnnxModel(d / name, load_config(d))
     if (d / "crf.safetensors").is_file():  # a NER head with a CRF: decoding reads its transition scores
         state = json.loads((d / "task.json").read_text())
         task = get_task("ner", labels=state["labels"], head="crf", scheme=state.get("scheme"))
-        model.crf = CRF(task.labels, task.scheme)
-        model.crf.load_state_dict(load_file(str(d / "crf.safetensors")))
+        crf = CRF(task.label_set, task.state()["scheme"])
+        crf.load_state_dict(load_file(str(d / "crf.safetensors")))
+        model.crf = crf
     return model

@@ -10,6 +10,7 @@ The rules, the same for every verb:
   leaves half a file; a failed write removes its temporary, and temporaries of killed processes are
   swept at the next start; written files get the usual permissions (0666 less the umask).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -104,8 +105,9 @@ def _refuse_inputs(out: Path, inputs: Iterable, flag: str) -> None:
             continue
         src = Path(given).resolve()
         if target == src or (target.is_dir() and target in src.parents):
-            raise BertkitError(f"{flag} {out} is also an input ({given}): writing there would destroy it; "
-                               f"choose another {flag}")
+            raise BertkitError(
+                f"{flag} {out} is also an input ({given}): writing there would destroy it; choose another {flag}"
+            )
 
 
 def _check_place(out: Path, flag: str) -> None:
@@ -121,8 +123,7 @@ def _check_place(out: Path, flag: str) -> None:
         raise BertkitError(f"{flag} {out}: cannot write in {parent} (permission denied); choose a writable place")
 
 
-def check_output_file(path: str | Path, inputs: Iterable = (), overwrite: bool = False,
-                      flag: str = "--output") -> Path:
+def check_output_file(path: str | Path, inputs: Iterable = (), overwrite: bool = False, flag: str = "--output") -> Path:
     """A file output, checked before any compute (see the module docstring); its parent is created."""
     out = Path(path)
     _refuse_inputs(out, inputs, flag)
@@ -137,8 +138,9 @@ def check_output_file(path: str | Path, inputs: Iterable = (), overwrite: bool =
     return out
 
 
-def check_output_dir(path: str | Path, inputs: Iterable = (), overwrite: bool = False, resume: bool | None = None,
-                     flag: str = "--output") -> Path:
+def check_output_dir(
+    path: str | Path, inputs: Iterable = (), overwrite: bool = False, resume: bool | None = None, flag: str = "--output"
+) -> Path:
     """A directory output, checked before any compute. A non-empty one is refused unless `overwrite`
     (the caller replaces it, see `clear_dir`) or `resume` (the caller checks it holds the same job);
     `resume=None`: the verb has no --resume."""
@@ -154,8 +156,11 @@ def check_output_dir(path: str | Path, inputs: Iterable = (), overwrite: bool = 
     entries = sorted(p.name for p in out.iterdir() if not _TEMP.match(p.name)) if out.is_dir() else []
     if entries and not (overwrite or resume):
         shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-        hint = "--resume to continue the run it holds, --overwrite to replace it" if resume is not None \
+        hint = (
+            "--resume to continue the run it holds, --overwrite to replace it"
+            if resume is not None
             else "--overwrite to replace it"
+        )
         raise BertkitError(f"{flag} {out} is not empty ({shown}); pass {hint}, or choose another {flag}")
     return out
 
@@ -232,17 +237,21 @@ def _check_same_job(out: Path, job: dict) -> None:
     if not path.is_file():
         entries = [p.name for p in out.iterdir() if not _TEMP.match(p.name)] if out.is_dir() else []
         if entries:
-            raise BertkitError(f"--resume: {out} holds files but no {JOB_FILE}, the record of the run that wrote "
-                               "them, so it cannot be resumed safely; pass --overwrite to start again there, or "
-                               "choose another --output")
+            raise BertkitError(
+                f"--resume: {out} holds files but no {JOB_FILE}, the record of the run that wrote "
+                "them, so it cannot be resumed safely; pass --overwrite to start again there, or "
+                "choose another --output"
+            )
         return  # nothing to resume: the run starts from the beginning
     old = json.loads(path.read_text(encoding="utf-8"))
     changed = [k for k in sorted(set(old) | set(job)) if old.get(k) != job.get(k)]
     if changed:
         what = "; ".join(f"{k}: {_short(old.get(k))} then, {_short(job.get(k))} now" for k in changed[:4])
-        raise BertkitError(f"--resume: {out} holds a run of another job ({what}); resume with the settings and "
-                           "data it was started with, pass --overwrite to start a new run there, or choose "
-                           "another --output")
+        raise BertkitError(
+            f"--resume: {out} holds a run of another job ({what}); resume with the settings and "
+            "data it was started with, pass --overwrite to start a new run there, or choose "
+            "another --output"
+        )
 
 
 def _short(value) -> str:

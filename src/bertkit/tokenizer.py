@@ -14,6 +14,7 @@ here, on the finished encoding, rather than by `Tokenizer.enable_truncation`: th
 tokenizer object free of per-call state, lets us raise readable errors where the library silently
 skips truncation (max_length smaller than the special tokens), and makes the tie rule explicit.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,9 @@ def read_vocab(vocab_file) -> dict[str, int]:
         vocab[token] = index
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
-        raise BertkitError(f"{path} lacks the special tokens {' '.join(missing)}; a BERT vocab needs all of "
-                           f"{' '.join(SPECIAL_TOKENS)}")
+        raise BertkitError(
+            f"{path} lacks the special tokens {' '.join(missing)}; a BERT vocab needs all of {' '.join(SPECIAL_TOKENS)}"
+        )
     return vocab
 
 
@@ -107,15 +109,19 @@ def truncated_lengths(n_a: int, n_b: int, budget: int, strategy: str, has_pair: 
         return n_a, n_b
     if strategy == "only_first":
         if n_b > budget:
-            raise BertkitError(f"truncation='only_first' cannot fit: text_b alone has {n_b} tokens, more than the "
-                               f"{budget} left by max_length; use truncation='longest_first' or a larger max_length")
+            raise BertkitError(
+                f"truncation='only_first' cannot fit: text_b alone has {n_b} tokens, more than the "
+                f"{budget} left by max_length; use truncation='longest_first' or a larger max_length"
+            )
         return budget - n_b, n_b
     if strategy == "only_second":
         if not has_pair:
             raise BertkitError("truncation='only_second' needs text_b; use 'longest_first' for a single text")
         if n_a > budget:
-            raise BertkitError(f"truncation='only_second' cannot fit: the first text alone has {n_a} tokens, more "
-                               f"than the {budget} left by max_length; use 'longest_first' or a larger max_length")
+            raise BertkitError(
+                f"truncation='only_second' cannot fit: the first text alone has {n_a} tokens, more "
+                f"than the {budget} left by max_length; use 'longest_first' or a larger max_length"
+            )
         return n_a, budget - n_a
     shorter, longer = sorted((n_a, n_b))
     keep_short = min(shorter, budget // 2)
@@ -175,8 +181,14 @@ class BertTokenizer:
         """WordPiece tokens of `text`, without [CLS] / [SEP]."""
         return self._tk.encode(text, add_special_tokens=False).tokens
 
-    def encode(self, text: str, text_b: str | None = None, max_length: int | None = 512,
-               truncation: str = "longest_first", add_special_tokens: bool = True) -> Encoding:
+    def encode(
+        self,
+        text: str,
+        text_b: str | None = None,
+        max_length: int | None = 512,
+        truncation: str = "longest_first",
+        add_special_tokens: bool = True,
+    ) -> Encoding:
         """[CLS] text [SEP] (text_b [SEP]), at most `max_length` tokens counting the specials.
 
         `text_b=""` is an empty second segment ([CLS] A [SEP] [SEP]); transformers treats "" as no pair.
@@ -185,8 +197,9 @@ class BertTokenizer:
         enc = self._tk.encode(text, text_b, add_special_tokens=add_special_tokens)
         return _truncate(enc, max_length, truncation, text_b is not None)
 
-    def encode_batch(self, texts, texts_b=None, max_length: int | None = 512,
-                     truncation: str = "longest_first") -> list[Encoding]:
+    def encode_batch(
+        self, texts, texts_b=None, max_length: int | None = 512, truncation: str = "longest_first"
+    ) -> list[Encoding]:
         """`encode` over many texts; the library tokenizes them in parallel (Rust threads, no GIL)."""
         _check_strategy(truncation)
         texts = list(texts)
@@ -208,7 +221,7 @@ class BertTokenizer:
         with few distinct words (Chinese characters) costs little more than the dictionary look-ups.
         A word with no pieces (whitespace, control characters) simply has no entry in word_ids.
         """
-        pieces: dict[str, list[int]] = dict.fromkeys(w for words in sentences for w in words)
+        pieces: dict[str, list[int]] = {w: [] for words in sentences for w in words}
         distinct = list(pieces)
         for word, enc in zip(distinct, self._tk.encode_batch(distinct, add_special_tokens=False)):
             pieces[word] = enc.ids
@@ -225,8 +238,10 @@ class BertTokenizer:
         try:
             return [self._id_to_token[int(i)] for i in ids]
         except KeyError as e:
-            raise BertkitError(f"token id {e.args[0]} is outside the vocab (size {self.vocab_size}); "
-                               "were these ids made with another vocab?") from None
+            raise BertkitError(
+                f"token id {e.args[0]} is outside the vocab (size {self.vocab_size}); "
+                "were these ids made with another vocab?"
+            ) from None
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Text from ids: '##' pieces are glued back and spaces before punctuation removed. Lower-casing
@@ -269,8 +284,10 @@ def _config_lowercase(path: Path) -> bool | None:
 
 def _check_strategy(truncation: str) -> None:
     if truncation not in TRUNCATION_STRATEGIES:
-        raise BertkitError(f"unknown truncation {truncation!r}{suggest(truncation, TRUNCATION_STRATEGIES)}; "
-                           f"choose one of {', '.join(TRUNCATION_STRATEGIES)}")
+        raise BertkitError(
+            f"unknown truncation {truncation!r}{suggest(truncation, TRUNCATION_STRATEGIES)}; "
+            f"choose one of {', '.join(TRUNCATION_STRATEGIES)}"
+        )
 
 
 def _truncate(enc, max_length: int | None, strategy: str, has_pair: bool) -> Encoding:
@@ -281,8 +298,10 @@ def _truncate(enc, max_length: int | None, strategy: str, has_pair: bool) -> Enc
         return Encoding(*fields)
     n_special = seq.count(None)
     if max_length < n_special:
-        raise BertkitError(f"max_length={max_length} cannot even hold the {n_special} special tokens; "
-                           f"use max_length >= {n_special + 1}")
+        raise BertkitError(
+            f"max_length={max_length} cannot even hold the {n_special} special tokens; "
+            f"use max_length >= {n_special + 1}"
+        )
     keep = truncated_lengths(seq.count(0), seq.count(1), max_length - n_special, strategy, has_pair)
     seen = [0, 0]
     index = []

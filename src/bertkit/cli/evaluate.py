@@ -1,4 +1,5 @@
 """bertkit evaluate: score a fine-tuned model on labelled data; prints and writes the metrics."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,14 @@ class EvaluateConfig:
     output: str | None = option(None, "where to write the metrics as JSON (default: MODEL/eval-DATA.json)")
     batch_size: int = option(64, "examples per forward pass", at_least=1)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
-    backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
-                          choices=BACKENDS)
-    overwrite: bool = option(False, "replace --output when it already exists (the default file in MODEL, "
-                             "this evaluation's own, is always replaced)")
+    backend: str = option(
+        "torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`", choices=BACKENDS
+    )
+    overwrite: bool = option(
+        False,
+        "replace --output when it already exists (the default file in MODEL, "
+        "this evaluation's own, is always replaced)",
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,5 @@
 """bertkit export: a model directory -> ONNX (optionally int8), checked against PyTorch."""
+
 from __future__ import annotations
 
 import json
@@ -15,23 +16,30 @@ class ExportConfig:
     model: str = required("model directory (plain or fine-tuned) or fetched name, e.g. minilm")
     output: str = required("directory for model.onnx, the tokenizer files and export.json")
     format: str = option("onnx", "what to export to", choices=FORMATS)
-    quantize: str | None = option(None, "also write model.int8.onnx (dynamic int8 quantisation)",
-                                  choices=QUANTIZE)
-    dev: str | None = option(None, "fine-tuned models: dev data; with --quantize int8 the task metric is "
-                             "compared before and after, and a drop over --max-drop stops the export")
-    max_drop: float = option(1.0, "largest allowed drop of the dev metric, in points (0.01 accuracy/F1; "
-                             "1.0 for QA's 0-100 F1; negative: int8 must improve it)",
-                             at_least=-100, at_most=100)
+    quantize: str | None = option(None, "also write model.int8.onnx (dynamic int8 quantisation)", choices=QUANTIZE)
+    dev: str | None = option(
+        None,
+        "fine-tuned models: dev data; with --quantize int8 the task metric is "
+        "compared before and after, and a drop over --max-drop stops the export",
+    )
+    max_drop: float = option(
+        1.0,
+        "largest allowed drop of the dev metric, in points (0.01 accuracy/F1; "
+        "1.0 for QA's 0-100 F1; negative: int8 must improve it)",
+        at_least=-100,
+        at_most=100,
+    )
     force: bool = option(False, "write model.int8.onnx even when the dev metric drops too much")
-    overwrite: bool = option(False, "replace --output when it already holds files (swapped in only once the "
-                             "new export has passed its checks)")
+    overwrite: bool = option(
+        False,
+        "replace --output when it already holds files (swapped in only once the new export has passed its checks)",
+    )
 
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(ExportConfig, argv, prog="bertkit export")
     model_dir = resolve_model(cfg.model)
-    out = check_output_dir(cfg.output, [model_dir] + ([resolve_data(cfg.dev, "dev")] if cfg.dev else []),
-                           cfg.overwrite)
+    out = check_output_dir(cfg.output, [model_dir] + ([resolve_data(cfg.dev, "dev")] if cfg.dev else []), cfg.overwrite)
     with replaced_dir(out) as tmp:  # a failed or refused export leaves --output as it was
         report = export_dir(model_dir, tmp, cfg.format, cfg.quantize, cfg.dev, cfg.force, cfg.max_drop)
     print(json.dumps(report, indent=2))

@@ -2,6 +2,7 @@
 
 Progress goes to stderr; stdout gets one cache path per name, so `$(bertkit fetch mr)` is the dir.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"one of: {', '.join(SOURCES)}")
     parser.add_argument("--all", action="store_true", help="fetch every known name")
     parser.add_argument(
-        "--force", action="store_true",
+        "--force",
+        action="store_true",
         help="convert again even if fetched (downloaded archives are reused)",
     )
     parser.add_argument("--list", action="store_true", help="list the names and whether fetched")

@@ -1,4 +1,5 @@
 """bertkit finetune: train a task head on a pretrained BERT; the best dev checkpoint is kept."""
+
 from __future__ import annotations
 
 import json

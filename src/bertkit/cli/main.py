@@ -1,4 +1,5 @@
 """`bertkit VERB ...`: one module per verb under bertkit/cli, each thin over library functions."""
+
 from __future__ import annotations
 
 import importlib
@@ -21,8 +22,9 @@ VERBS = {
     "serve": "HTTP server: /encode, /similarity, /predict/TASK with dynamic batching",
 }
 
-USAGE = "usage: bertkit VERB [options]   (bertkit VERB --help for a verb's options)\n\nverbs:\n" + \
-    "\n".join(f"  {verb:<13} {text}" for verb, text in VERBS.items())
+USAGE = "usage: bertkit VERB [options]   (bertkit VERB --help for a verb's options)\n\nverbs:\n" + "\n".join(
+    f"  {verb:<13} {text}" for verb, text in VERBS.items()
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
 """bertkit predict: run a fine-tuned model over inputs; JSONL out, one prediction a line."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,9 @@ class PredictConfig:
     output: str = required("where to write predictions (JSONL)")
     batch_size: int = option(64, "examples per forward pass", at_least=1)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
-    backend: str = option("torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`",
-                          choices=BACKENDS)
+    backend: str = option(
+        "torch", "torch, or onnx / onnx-int8 for a directory written by `bertkit export`", choices=BACKENDS
+    )
     overwrite: bool = option(False, "replace --output when it already exists")
 
 

@@ -4,6 +4,7 @@ The options besides input, vocab, output, workers and overwrite are bertkit.data
 BuildSettings (max_seq_length, masking, whole_word, nsp, ...); the output format is described in
 bertkit.data.pretraining.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from bertkit.config import option, parse_args, required
-from bertkit.data.build_pretraining import BuildSettings
+from bertkit.data.build_pretraining import BuildSettings, build_pretraining_data, describe
 
 log = logging.getLogger("bertkit")
 
@@ -26,12 +27,11 @@ class PretrainDataConfig(BuildSettings):
 
 
 def main(argv: list[str]) -> int:
-    from bertkit.data.build_pretraining import build_pretraining_data, describe
-
     cfg = parse_args(PretrainDataConfig, argv, prog="bertkit pretrain-data")
     settings = BuildSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(BuildSettings)})
-    index = build_pretraining_data(cfg.input, cfg.vocab, cfg.output, settings, workers=cfg.workers,
-                                   overwrite=cfg.overwrite)
+    index = build_pretraining_data(
+        cfg.input, cfg.vocab, cfg.output, settings, workers=cfg.workers, overwrite=cfg.overwrite
+    )
     log.info("%s", describe(index["stats"]))
     print(cfg.output)
     return 0

@@ -4,6 +4,7 @@
 
 Docs at http://HOST:PORT/docs; see bertkit.encode.server for the endpoints.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,34 +21,53 @@ log = logging.getLogger("bertkit")
 
 @dataclass
 class ServeConfig:
-    model: str | None = option(None, "sentence-vector model directory or fetched name, e.g. minilm "
-                               "(POST /encode, /similarity)")
-    task: list[str] = option([], "fine-tuned models as NAME=DIR (repeat --task, or comma-separate): "
-                             "POST /predict/NAME")
+    model: str | None = option(
+        None, "sentence-vector model directory or fetched name, e.g. minilm (POST /encode, /similarity)"
+    )
+    task: list[str] = option([], "fine-tuned models as NAME=DIR (repeat --task, or comma-separate): POST /predict/NAME")
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = option(8000, "port to listen on", at_least=0, at_most=65535)
-    backend: str = option("torch", "inference backend: onnx / onnx-int8 run the graphs `bertkit export` wrote "
-                          "into the --model and --task directories (CPU)", choices=BACKENDS)
+    backend: str = option(
+        "torch",
+        "inference backend: onnx / onnx-int8 run the graphs `bertkit export` wrote "
+        "into the --model and --task directories (CPU)",
+        choices=BACKENDS,
+    )
     max_batch: int = option(64, "most texts in one batched forward pass", at_least=1)
-    max_batch_tokens: int = option(2048, "most tokens (estimated from words and punctuation) in one batched "
-                                   "model call: big requests are split into batches this size and take turns "
-                                   "with small ones, so a small request waits a few batches, not a big one's "
-                                   "whole run", at_least=1)
+    max_batch_tokens: int = option(
+        2048,
+        "most tokens (estimated from words and punctuation) in one batched "
+        "model call: big requests are split into batches this size and take turns "
+        "with small ones, so a small request waits a few batches, not a big one's "
+        "whole run",
+        at_least=1,
+    )
     max_wait_ms: float = option(5.0, "how long the first request of a batch waits for others", at_least=0)
     max_queue: int = option(1024, "texts queued per model before requests are answered 503 (Retry-After)", at_least=1)
     max_texts: int = option(256, "most texts in one request", at_least=1)
     max_chars: int = option(20_000, "most characters in one text", at_least=1)
     batch_size: int = option(32, "texts per forward pass inside a batch (sorted by length)", at_least=1)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
-    max_body_mb: float | None = option(None, "largest request body in MB, answered 413 before it is parsed "
-                                       "(default: room for --max-texts texts of --max-chars 4-byte characters, "
-                                       "plus 1 MB)", above=0)
-    body_timeout_s: float = option(30.0, "seconds a client has to send its whole request body (then 408 and "
-                                   "the connection closed)", above=0)
-    api_key: str | None = option(None, "clients must send `Authorization: Bearer KEY` (401 otherwise); or set "
-                                 "the BERTKIT_API_KEY environment variable, which `ps` does not show")
-    cors_origin: list[str] = option([], "a web origin (e.g. https://app.example.com) whose pages may call the "
-                                    "server from the browser (repeat the flag for several)")
+    max_body_mb: float | None = option(
+        None,
+        "largest request body in MB, answered 413 before it is parsed "
+        "(default: room for --max-texts texts of --max-chars 4-byte characters, "
+        "plus 1 MB)",
+        above=0,
+    )
+    body_timeout_s: float = option(
+        30.0, "seconds a client has to send its whole request body (then 408 and the connection closed)", above=0
+    )
+    api_key: str | None = option(
+        None,
+        "clients must send `Authorization: Bearer KEY` (401 otherwise); or set "
+        "the BERTKIT_API_KEY environment variable, which `ps` does not show",
+    )
+    cors_origin: list[str] = option(
+        [],
+        "a web origin (e.g. https://app.example.com) whose pages may call the "
+        "server from the browser (repeat the flag for several)",
+    )
 
 
 SECURITY = """
@@ -70,7 +90,7 @@ def _join_repeated(argv: list[str], flag: str) -> list[str]:
             i += 2
             continue
         if arg.startswith(flag + "="):
-            values.append(arg[len(flag) + 1:])
+            values.append(arg[len(flag) + 1 :])
         else:
             rest.append(arg)
         i += 1
@@ -78,7 +98,7 @@ def _join_repeated(argv: list[str], flag: str) -> list[str]:
 
 
 def parse_tasks(specs: list[str]) -> dict[str, str]:
-    tasks = {}
+    tasks: dict[str, str] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
@@ -91,14 +111,15 @@ def parse_tasks(specs: list[str]) -> dict[str, str]:
 
 def access_from(cfg: ServeConfig):
     """The API key (--api-key, else BERTKIT_API_KEY) and the CORS origins, checked."""
-    from bertkit.encode.server import Access
+    from bertkit.encode.server import Access  # FastAPI, the `serve` extra: only when a server is built
 
     for origin in cfg.cors_origin:
         if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
-            raise BertkitError(f"--cors-origin {origin!r}: give an origin, scheme and host (and port) without a "
-                               "path, e.g. --cors-origin https://app.example.com")
-    return Access(api_key=cfg.api_key or os.environ.get("BERTKIT_API_KEY") or None,
-                  cors_origins=tuple(cfg.cors_origin))
+            raise BertkitError(
+                f"--cors-origin {origin!r}: give an origin, scheme and host (and port) without a "
+                "path, e.g. --cors-origin https://app.example.com"
+            )
+    return Access(api_key=cfg.api_key or os.environ.get("BERTKIT_API_KEY") or None, cors_origins=tuple(cfg.cors_origin))
 
 
 def build_app(cfg: ServeConfig):
@@ -109,18 +130,28 @@ def build_app(cfg: ServeConfig):
     access = access_from(cfg)
     if cfg.model is None and not tasks:
         raise BertkitError("nothing to serve: pass --model DIR (vectors) and/or --task NAME=DIR (predictions)")
-    encoder = Encoder(cfg.model, batch_size=cfg.batch_size, device=cfg.device, backend=cfg.backend) \
-        if cfg.model else None
-    predictors = {name: PredictEngine(load_task(path, cfg.backend, cfg.device), batch_size=cfg.batch_size)
-                  for name, path in tasks.items()}
-    limits = Limits(max_batch=cfg.max_batch, max_batch_tokens=cfg.max_batch_tokens, max_wait_ms=cfg.max_wait_ms,
-                    max_queue=cfg.max_queue, max_texts=cfg.max_texts, max_chars=cfg.max_chars,
-                    max_body_mb=cfg.max_body_mb, body_timeout_s=cfg.body_timeout_s)
+    encoder = (
+        Encoder(cfg.model, batch_size=cfg.batch_size, device=cfg.device, backend=cfg.backend) if cfg.model else None
+    )
+    predictors = {
+        name: PredictEngine(load_task(path, cfg.backend, cfg.device), batch_size=cfg.batch_size)
+        for name, path in tasks.items()
+    }
+    limits = Limits(
+        max_batch=cfg.max_batch,
+        max_batch_tokens=cfg.max_batch_tokens,
+        max_wait_ms=cfg.max_wait_ms,
+        max_queue=cfg.max_queue,
+        max_texts=cfg.max_texts,
+        max_chars=cfg.max_chars,
+        max_body_mb=cfg.max_body_mb,
+        body_timeout_s=cfg.body_timeout_s,
+    )
     return create_app(encoder, predictors, limits, access=access)
 
 
 def main(argv: list[str]) -> int:
-    import uvicorn
+    import uvicorn  # the `serve` extra: only when a server is started
 
     if "-h" in argv or "--help" in argv:
         print(help_text(ServeConfig, "bertkit serve") + "\n" + SECURITY)
@@ -128,7 +159,11 @@ def main(argv: list[str]) -> int:
     argv = _join_repeated(_join_repeated(argv, "--task"), "--cors-origin")
     cfg = parse_args(ServeConfig, argv, prog="bertkit serve")
     app = build_app(cfg)
-    log.info("serving on http://%s:%d (docs at /docs)%s", cfg.host, cfg.port,
-             "; requests need the API key" if app.state.access.api_key else "")
+    log.info(
+        "serving on http://%s:%d (docs at /docs)%s",
+        cfg.host,
+        cfg.port,
+        "; requests need the API key" if app.state.access.api_key else "",
+    )
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=30)
     return 0

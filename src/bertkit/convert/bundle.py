@@ -11,6 +11,7 @@ point at the data blocks. BundleEntryProto fields: 1 dtype, 2 shape, 3 shard_id,
 6 crc32c (masked, of the tensor's bytes), 7 slices (partitioned variables). Sources: tensorflow/core/
 util/tensor_bundle/tensor_bundle.{h,cc,proto} and tensorflow/core/lib/io/{format,block}.cc.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,9 +28,19 @@ from bertkit.outputs import atomic_write_bytes
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48  # two block handles (varints, padded to 40 bytes) + the magic number
 # TensorFlow DataType enum -> numpy dtype (bfloat16 is read as its upper 16 bits of a float32).
-DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8, 9: np.int64,
-          10: np.bool_, 14: "bfloat16", 19: np.float16}
-DTYPE_CODES = {np.dtype(v): k for k, v in DTYPES.items() if v != "bfloat16"}
+DTYPES: dict[int, type | str] = {
+    1: np.float32,
+    2: np.float64,
+    3: np.int32,
+    4: np.uint8,
+    5: np.int16,
+    6: np.int8,
+    9: np.int64,
+    10: np.bool_,
+    14: "bfloat16",
+    19: np.float16,
+}
+DTYPE_CODES = {np.dtype(v): k for k, v in DTYPES.items() if not isinstance(v, str)}
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -39,6 +50,7 @@ def masked_crc32c(data: bytes) -> int:
 
 
 # ---- protobuf wire format: varints, and messages as {field number: [values]} ----
+
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
@@ -67,13 +79,14 @@ def _decode_message(data: bytes) -> dict[int, list]:
     while pos < len(data):
         tag, pos = _varint(data, pos)
         number, wire = tag >> 3, tag & 7
+        value: int | bytes
         if wire == 0:
             value, pos = _varint(data, pos)
         elif wire == 1:
             value, pos = struct.unpack_from("<Q", data, pos)[0], pos + 8
         elif wire == 2:
             length, pos = _varint(data, pos)
-            value, pos = data[pos:pos + length], pos + length
+            value, pos = data[pos : pos + length], pos + length
         elif wire == 5:
             value, pos = struct.unpack_from("<I", data, pos)[0], pos + 4
         else:
@@ -92,16 +105,19 @@ def _field(number: int, value: int | bytes, fixed32: bool = False) -> bytes:
 
 # ---- the LevelDB table ----
 
+
 def _read_block(data: bytes, offset: int, size: int, path: Path) -> bytes:
     if offset + size + 5 > len(data):
         raise BertkitError(f"{path} is truncated (a block ends past the end of the file): copy it again")
-    block, kind = data[offset:offset + size], data[offset + size]
+    block, kind = data[offset : offset + size], data[offset + size]
     stored = struct.unpack_from("<I", data, offset + size + 1)[0]
-    if masked_crc32c(data[offset:offset + size + 1]) != stored:
+    if masked_crc32c(data[offset : offset + size + 1]) != stored:
         raise BertkitError(f"{path}: block checksum mismatch at byte {offset}: the file is corrupt; copy it again")
     if kind != 0:
-        raise BertkitError(f"{path}: compressed table blocks (type {kind}) are not supported; TensorFlow "
-                           "writes checkpoint indexes uncompressed, so this is probably not a checkpoint")
+        raise BertkitError(
+            f"{path}: compressed table blocks (type {kind}) are not supported; TensorFlow "
+            "writes checkpoint indexes uncompressed, so this is probably not a checkpoint"
+        )
     return block
 
 
@@ -112,17 +128,19 @@ def _block_entries(block: bytes):
         shared, pos = _varint(block, pos)
         unshared, pos = _varint(block, pos)
         length, pos = _varint(block, pos)
-        key = key[:shared] + block[pos:pos + unshared]
+        key = key[:shared] + block[pos : pos + unshared]
         pos += unshared
-        yield key, block[pos:pos + length]
+        yield key, block[pos : pos + length]
         pos += length
 
 
 def _read_table(path: Path) -> dict[bytes, bytes]:
     data = path.read_bytes()
     if len(data) < FOOTER_SIZE or struct.unpack_from("<Q", data, len(data) - 8)[0] != TABLE_MAGIC:
-        raise BertkitError(f"{path} is not a TensorFlow checkpoint index (no table footer): pass the "
-                           "checkpoint prefix, e.g. bert_model.ckpt, or its .index file")
+        raise BertkitError(
+            f"{path} is not a TensorFlow checkpoint index (no table footer): pass the "
+            "checkpoint prefix, e.g. bert_model.ckpt, or its .index file"
+        )
     footer = data[-FOOTER_SIZE:]
     _, pos = _varint(footer, 0)  # metaindex handle: unused by tensor bundles
     _, pos = _varint(footer, pos)
@@ -163,6 +181,7 @@ def _table(entries: list[tuple[bytes, bytes]]) -> bytes:
 
 # ---- bundles ----
 
+
 def resolve_prefix(path: str | Path) -> Path:
     """A checkpoint prefix from a prefix, its .index file, or a directory holding one checkpoint."""
     p = Path(path)
@@ -178,12 +197,16 @@ def resolve_prefix(path: str | Path) -> Path:
         indexes = sorted(p.glob("*.index"))
         if len(indexes) != 1:
             found = ", ".join(i.name for i in indexes) or "none"
-            raise BertkitError(f"{p}: expected one TensorFlow checkpoint (*.index), found {found}; "
-                               "pass the prefix of the one to use, e.g. DIR/bert_model.ckpt")
+            raise BertkitError(
+                f"{p}: expected one TensorFlow checkpoint (*.index), found {found}; "
+                "pass the prefix of the one to use, e.g. DIR/bert_model.ckpt"
+            )
         return indexes[0].with_name(indexes[0].name[: -len(".index")])
     if not p.with_name(p.name + ".index").is_file():
-        raise BertkitError(f"{p}.index not found: pass a TensorFlow checkpoint prefix (DIR/bert_model.ckpt, "
-                           "next to bert_model.ckpt.index and bert_model.ckpt.data-00000-of-00001)")
+        raise BertkitError(
+            f"{p}.index not found: pass a TensorFlow checkpoint prefix (DIR/bert_model.ckpt, "
+            "next to bert_model.ckpt.index and bert_model.ckpt.data-00000-of-00001)"
+        )
     return p
 
 
@@ -215,14 +238,21 @@ def read_bundle(path: str | Path, skip: Callable[[str], bool] | None = None) -> 
             if skip is not None and skip(name):
                 continue
             if 7 in entry:
-                raise BertkitError(f"{index}: `{name}` is a partitioned variable (saved in slices); "
-                                   "re-save it unpartitioned with TensorFlow first")
+                raise BertkitError(
+                    f"{index}: `{name}` is a partitioned variable (saved in slices); "
+                    "re-save it unpartitioned with TensorFlow first"
+                )
             dtype_code = entry.get(1, [0])[0]
             if dtype_code not in DTYPES:
-                raise BertkitError(f"{index}: `{name}` has TensorFlow dtype {dtype_code} (e.g. 7 = string), "
-                                   "which no BERT weight uses; only numeric tensors are read")
-            shape = [_decode_message(d).get(1, [0])[0] for d in _decode_message(entry[2][0]).get(2, [])] \
-                if 2 in entry else []
+                raise BertkitError(
+                    f"{index}: `{name}` has TensorFlow dtype {dtype_code} (e.g. 7 = string), "
+                    "which no BERT weight uses; only numeric tensors are read"
+                )
+            shape = (
+                [_decode_message(d).get(1, [0])[0] for d in _decode_message(entry[2][0]).get(2, [])]
+                if 2 in entry
+                else []
+            )
             shard, offset, size = (entry.get(k, [0])[0] for k in (3, 4, 5))
             if shard not in shards:
                 data_file = prefix.with_name(f"{prefix.name}.data-{shard:05d}-of-{num_shards:05d}")
@@ -257,15 +287,22 @@ def write_bundle(tensors: dict[str, np.ndarray], prefix: str | Path) -> Path:
             raise BertkitError(f"`{name}` has dtype {array.dtype}, which a TensorFlow checkpoint cannot hold here")
         raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
         shape = b"".join(_field(2, _field(1, d) if d else b"") for d in array.shape)
-        entry = (_field(1, DTYPE_CODES[array.dtype]) + _field(2, shape) + _field(4, len(data))
-                 + _field(5, len(raw)) + _field(6, masked_crc32c(raw), fixed32=True))
+        entry = (
+            _field(1, DTYPE_CODES[array.dtype])
+            + _field(2, shape)
+            + _field(4, len(data))
+            + _field(5, len(raw))
+            + _field(6, masked_crc32c(raw), fixed32=True)
+        )
         entries.append((name.encode("utf-8"), entry))
         data += raw
     header = _field(1, 1) + _field(3, _field(1, 1))  # one shard, little-endian, format version 1
     _atomic_write(prefix.with_name(prefix.name + ".data-00000-of-00001"), bytes(data))
     _atomic_write(prefix.with_name(prefix.name + ".index"), _table([(b"", header)] + entries))
-    _atomic_write(prefix.parent / "checkpoint",
-                  f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n'.encode())
+    _atomic_write(
+        prefix.parent / "checkpoint",
+        f'model_checkpoint_path: "{prefix.name}"\nall_model_checkpoint_paths: "{prefix.name}"\n'.encode(),
+    )
     return prefix
 
 

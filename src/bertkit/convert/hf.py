@@ -4,6 +4,7 @@ bertkit fuses query, key and value into one `attn.qkv` projection; Hugging Face 
 other parameter is a plain rename. Encoder names may carry a `bert.` prefix (head models) or not
 (a bare BertModel, e.g. MiniLM); the prefix is kept as found. File I/O lives in `bertkit.checkpoint`.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,8 +37,10 @@ HEAD_KEYS = [
     ("crf.transitions", "crf.transitions"),
 ]
 # One bertkit tensor = three Hugging Face tensors concatenated along dim 0 ([3H, H] and [3H]).
-FUSED_QKV = ("layers.{i}.attn.qkv.{p}",
-             [f"encoder.layer.{{i}}.attention.self.{part}.{{p}}" for part in ("query", "key", "value")])
+FUSED_QKV = (
+    "layers.{i}.attn.qkv.{p}",
+    [f"encoder.layer.{{i}}.attention.self.{part}.{{p}}" for part in ("query", "key", "value")],
+)
 
 # Hugging Face names that hold no parameters of their own: a buffer and the tied MLM decoder.
 HF_SKIPPED = {"embeddings.position_ids", "cls.predictions.decoder.weight"}
@@ -66,7 +69,9 @@ def _split_prefix(name: str) -> tuple[str, str]:
 
 def from_hf(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Hugging Face names -> bertkit names. Returns (converted, names that matched nothing)."""
-    out, unknown, qkv_parts = {}, [], {}
+    out: dict = {}
+    unknown: list[str] = []
+    qkv_parts: dict = {}
     for name, tensor in state.items():
         for old, new in LEGACY_SUFFIXES.items():
             if name.endswith(old) and "LayerNorm" in name:

@@ -11,6 +11,7 @@ same way); a 1 MB chunk still holds hundreds of documents.
 Within a chunk google-research/bert's order is kept: shuffle the documents, make `dupe_factor` passes
 over them (each with new NSP pairs, and new masks when masking is static), shuffle the sequences.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,6 +23,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,15 +33,28 @@ from bertkit.data.instances import Instance, nsp_instances, packed_instances
 from bertkit.data.masking import WHOLE_WORD_MODES, continuation_table, jieba_starts, mask_tokens, wordpiece_starts
 from bertkit.data.pretraining import FORMAT, FORMAT_VERSION, INDEX, PretrainingData, shard_file
 from bertkit.errors import BertkitError
+from bertkit.fetch import resolve_data, resolve_model
 from bertkit.outputs import atomic_write_text, check_output_dir
 from bertkit.tokenizer import SPECIAL_TOKENS, BertTokenizer
 
 log = logging.getLogger("bertkit")
 
 # Statistics summed over chunks; the *_examples lists are concatenated (first MAX_EXAMPLES kept).
-_COUNTS = ("documents", "sentences", "corpus_tokens", "instances", "tokens", "empty_documents",
-           "one_sentence_documents", "long_sentences", "bad_lines", "truncated_pairs", "nsp_random",
-           "masked", "maskable")
+_COUNTS = (
+    "documents",
+    "sentences",
+    "corpus_tokens",
+    "instances",
+    "tokens",
+    "empty_documents",
+    "one_sentence_documents",
+    "long_sentences",
+    "bad_lines",
+    "truncated_pairs",
+    "nsp_random",
+    "masked",
+    "maskable",
+)
 
 
 @dataclass
@@ -47,26 +62,44 @@ class BuildSettings:
     """How sequences are made from the text; saved in index.json."""
 
     max_seq_length: int = option(128, "tokens per sequence, [CLS] and [SEP] included", at_least=8)
-    max_predictions: int = option(20, "most masked positions per sequence (google-research: 20 for 128, 80 for 512)",
-                                 at_least=1)
+    max_predictions: int = option(
+        20, "most masked positions per sequence (google-research: 20 for 128, 80 for 512)", at_least=1
+    )
     masked_lm_prob: float = option(0.15, "share of the (non-special) tokens to predict", above=0, at_most=1)
-    short_seq_prob: float = option(0.1, "share of NSP sequences given a shorter random target length",
-                                  at_least=0, at_most=1)
-    dupe_factor: int = option(5, "passes over the text, each with new NSP pairs (and new masks when static; "
-                                 "without NSP the packing is the same every pass); google-research uses 10", at_least=1)
-    nsp: bool = option(True, "sentence pairs with next-sentence labels (BERT); --no-nsp packs full sentences "
-                             "across documents into one segment (RoBERTa's FULL-SENTENCES)")
-    masking: str = option("static", "static: masked once here; dynamic: masked anew every epoch when read",
-                          choices=("static", "dynamic"))
-    whole_word: str = option("auto", "mask whole words: wordpiece (## pieces join their word), jieba (Chinese "
-                                     "words from jieba), none (single tokens); auto: jieba for Chinese text",
-                             choices=WHOLE_WORD_MODES)
-    format: str = option("auto", "input layout: sentences (one a line, blank line between documents) or "
-                                 "paragraphs (one document a line); auto decides per file", choices=FORMATS)
+    short_seq_prob: float = option(
+        0.1, "share of NSP sequences given a shorter random target length", at_least=0, at_most=1
+    )
+    dupe_factor: int = option(
+        5,
+        "passes over the text, each with new NSP pairs (and new masks when static; "
+        "without NSP the packing is the same every pass); google-research uses 10",
+        at_least=1,
+    )
+    nsp: bool = option(
+        True,
+        "sentence pairs with next-sentence labels (BERT); --no-nsp packs full sentences "
+        "across documents into one segment (RoBERTa's FULL-SENTENCES)",
+    )
+    masking: str = option(
+        "static", "static: masked once here; dynamic: masked anew every epoch when read", choices=("static", "dynamic")
+    )
+    whole_word: str = option(
+        "auto",
+        "mask whole words: wordpiece (## pieces join their word), jieba (Chinese "
+        "words from jieba), none (single tokens); auto: jieba for Chinese text",
+        choices=WHOLE_WORD_MODES,
+    )
+    format: str = option(
+        "auto",
+        "input layout: sentences (one a line, blank line between documents) or "
+        "paragraphs (one document a line); auto decides per file",
+        choices=FORMATS,
+    )
     seed: int = option(12345, "random seed: the same seed and inputs give byte-identical shards")
     chunk_mb: float = option(1.0, "MB of text per chunk (one shard, one unit of work for a worker)", above=0)
-    lowercase: bool | None = option(None, "lower-case the text (default: the vocab's tokenizer_config.json, "
-                                          "else inferred from the vocab)")
+    lowercase: bool | None = option(
+        None, "lower-case the text (default: the vocab's tokenizer_config.json, else inferred from the vocab)"
+    )
 
     def check(self) -> None:
         problems = []
@@ -97,16 +130,19 @@ class _Job:
     output: str
 
 
-def build_pretraining_data(inputs: list[str | Path], vocab: str | Path, output: str | Path,
-                           settings: BuildSettings | None = None, workers: int = 1,
-                           overwrite: bool = False) -> dict:
+def build_pretraining_data(
+    inputs: list[str | Path],
+    vocab: str | Path,
+    output: str | Path,
+    settings: BuildSettings | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+) -> dict:
     """Build a pretraining data directory from text files; returns its index (with the statistics).
 
     `inputs`: text files or data names (corpus-en); `vocab`: a vocab.txt, a model directory or a fetched
     model name (minilm, zh-vocab). With workers > 1 the workers are spawned processes, so a script that
     calls this must guard its top level with `if __name__ == "__main__":` (the CLI does)."""
-    from bertkit.fetch import resolve_data, resolve_model
-
     settings = settings or BuildSettings()
     settings.check()
     if workers < 1:
@@ -123,8 +159,7 @@ def build_pretraining_data(inputs: list[str | Path], vocab: str | Path, output: 
 
     start = time.perf_counter()
     workers = min(workers, len(chunks)) or 1
-    log.info("%d chunks of %s, %d worker%s", len(chunks), ", ".join(map(str, paths)), workers,
-             "s" * (workers > 1))
+    log.info("%d chunks of %s, %d worker%s", len(chunks), ", ".join(map(str, paths)), workers, "s" * (workers > 1))
     if workers == 1:
         results = [_build_chunk((job, chunk)) for chunk in chunks]
     else:
@@ -135,21 +170,32 @@ def build_pretraining_data(inputs: list[str | Path], vocab: str | Path, output: 
 
     stats = _combine([r["stats"] for r in results], settings)
     if stats["bad_lines"]:
-        log.warning("skipped %d lines that are not UTF-8:\n  %s", stats["bad_lines"],
-                    "\n  ".join(stats["bad_line_examples"]))
+        log.warning(
+            "skipped %d lines that are not UTF-8:\n  %s", stats["bad_lines"], "\n  ".join(stats["bad_line_examples"])
+        )
     if not stats["instances"]:
-        raise BertkitError(f"no sequences could be made from {', '.join(map(str, paths))}: {stats['documents']} "
-                           f"documents with text, {stats['bad_lines']} lines not UTF-8; give files of UTF-8 text")
-    index = {
-        "format": FORMAT, "version": FORMAT_VERSION,
-        "vocab_size": tokenizer.vocab_size, "vocab_file": str(vocab_file),
-        "vocab_sha256": hashlib.sha256(vocab_file.read_bytes()).hexdigest(), "lowercase": tokenizer.lowercase,
+        raise BertkitError(
+            f"no sequences could be made from {', '.join(map(str, paths))}: {stats['documents']} "
+            f"documents with text, {stats['bad_lines']} lines not UTF-8; give files of UTF-8 text"
+        )
+    index: dict[str, Any] = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "vocab_size": tokenizer.vocab_size,
+        "vocab_file": str(vocab_file),
+        "vocab_sha256": hashlib.sha256(vocab_file.read_bytes()).hexdigest(),
+        "lowercase": tokenizer.lowercase,
         "special_ids": {t.strip("[]").lower(): tokenizer.vocab[t] for t in SPECIAL_TOKENS},
         # What the reader needs at the top; every setting (as given, whole_word before `auto` was
         # resolved) under "settings".
-        "max_seq_length": settings.max_seq_length, "max_predictions": settings.max_predictions,
-        "masked_lm_prob": settings.masked_lm_prob, "masking": settings.masking, "nsp": settings.nsp,
-        "whole_word": whole_word, "seed": settings.seed, "settings": asdict(settings),
+        "max_seq_length": settings.max_seq_length,
+        "max_predictions": settings.max_predictions,
+        "masked_lm_prob": settings.masked_lm_prob,
+        "masking": settings.masking,
+        "nsp": settings.nsp,
+        "whole_word": whole_word,
+        "seed": settings.seed,
+        "settings": asdict(settings),
         "inputs": [{"path": str(p), "format": c} for p, c in _layouts(paths, chunks)],
         "arrays": {"input_ids": np.dtype(_ids_dtype(tokenizer.vocab_size)).name},
         "shards": [{"name": r["name"], "count": r["count"], "source": r["source"]} for r in results if r["count"]],
@@ -159,20 +205,28 @@ def build_pretraining_data(inputs: list[str | Path], vocab: str | Path, output: 
     if settings.masking == "dynamic":  # what epoch 0 will mask, measured on the first sequences
         stats["masked_fraction"] = _dynamic_masked_fraction(PretrainingData(out))
         _write_index(out, index)
-    log.info("%s: %s sequences in %d shards, %.1f s (%.0f sequences/s)", out, f"{stats['instances']:,}",
-             len(index["shards"]), seconds, stats["instances"] / max(seconds, 1e-9))
+    log.info(
+        "%s: %s sequences in %d shards, %.1f s (%.0f sequences/s)",
+        out,
+        f"{stats['instances']:,}",
+        len(index["shards"]),
+        seconds,
+        stats["instances"] / max(seconds, 1e-9),
+    )
     return index
 
 
 def describe(stats: dict) -> str:
     """The statistics as lines for people."""
-    lines = [f"documents {stats['documents']:,} (empty {stats['empty_documents']:,}, one sentence "
-             f"{stats['one_sentence_documents']:,}), sentences {stats['sentences']:,}, "
-             f"corpus tokens {stats['corpus_tokens']:,}",
-             f"sequences {stats['instances']:,}, tokens {stats['tokens']:,}, masked fraction "
-             f"{stats['masked_fraction']:.4f}, truncated pairs {stats['truncated_share']:.3f}, "
-             f"NSP random {stats['nsp_random_share']:.3f}",
-             f"long sentences cut {stats['long_sentences']:,}, bad lines skipped {stats['bad_lines']:,}"]
+    lines = [
+        f"documents {stats['documents']:,} (empty {stats['empty_documents']:,}, one sentence "
+        f"{stats['one_sentence_documents']:,}), sentences {stats['sentences']:,}, "
+        f"corpus tokens {stats['corpus_tokens']:,}",
+        f"sequences {stats['instances']:,}, tokens {stats['tokens']:,}, masked fraction "
+        f"{stats['masked_fraction']:.4f}, truncated pairs {stats['truncated_share']:.3f}, "
+        f"NSP random {stats['nsp_random_share']:.3f}",
+        f"long sentences cut {stats['long_sentences']:,}, bad lines skipped {stats['bad_lines']:,}",
+    ]
     lines += [f"  {example}" for example in stats["bad_line_examples"] + stats["long_sentence_examples"]]
     return "\n".join(lines)
 
@@ -184,11 +238,11 @@ def _prepare_output(out: Path, overwrite: bool) -> Path:
     entries = list(out.iterdir()) if out.is_dir() else []
     ours = [p for p in entries if p.name == INDEX or p.match("shard-*.npy") or p.match(f".{INDEX}.tmp-*")]
     if len(ours) < len(entries):
-        raise BertkitError(f"--output {out} holds files that are not pretraining data; give a new or empty "
-                           "directory")
+        raise BertkitError(f"--output {out} holds files that are not pretraining data; give a new or empty directory")
     if ours and not overwrite:
-        raise BertkitError(f"--output {out} already holds pretraining data (or an unfinished build); pass "
-                           "--overwrite to replace it")
+        raise BertkitError(
+            f"--output {out} already holds pretraining data (or an unfinished build); pass --overwrite to replace it"
+        )
     for path in ours:
         path.unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -242,8 +296,9 @@ def _build_chunk(args: tuple[_Job, Chunk]) -> dict:
     for _ in range(s.dupe_factor):
         if s.nsp:
             for d in range(len(documents)):
-                instances += nsp_instances(documents, d, s.max_seq_length, s.short_seq_prob, rng,
-                                           tokenizer.cls_id, tokenizer.sep_id)
+                instances += nsp_instances(
+                    documents, d, s.max_seq_length, s.short_seq_prob, rng, tokenizer.cls_id, tokenizer.sep_id
+                )
         else:
             instances += packed_instances(documents, s.max_seq_length, tokenizer.cls_id, tokenizer.sep_id)
     rng.shuffle(instances)
@@ -252,9 +307,13 @@ def _build_chunk(args: tuple[_Job, Chunk]) -> dict:
         arrays = _to_arrays(instances, tokenizer, s, rng, stats)
         for array_name, array in arrays.items():
             np.save(shard_file(Path(job.output), name, array_name), array)
-    stats.update(examples, instances=len(instances), tokens=sum(len(x.ids) for x in instances),
-                 truncated_pairs=sum(x.truncated for x in instances),
-                 nsp_random=sum(x.nsp_label == 1 for x in instances))
+    stats.update(
+        examples,
+        instances=len(instances),
+        tokens=sum(len(x.ids) for x in instances),
+        truncated_pairs=sum(x.truncated for x in instances),
+        nsp_random=sum(x.nsp_label == 1 for x in instances),
+    )
     return {"name": name, "count": len(instances), "source": f"{chunk.path}:{chunk.first_line}", "stats": stats}
 
 
@@ -300,14 +359,17 @@ def _tokenize(chunk: Chunk, tokenizer: BertTokenizer, job: _Job, stats: dict):
     return documents, {"bad_line_examples": text.bad.examples, "long_sentence_examples": long_examples}
 
 
-def _to_arrays(instances: list[Instance], tokenizer: BertTokenizer, s: BuildSettings, rng: random.Random,
-               stats: dict) -> dict[str, np.ndarray]:
+def _to_arrays(
+    instances: list[Instance], tokenizer: BertTokenizer, s: BuildSettings, rng: random.Random, stats: dict
+) -> dict[str, np.ndarray]:
     """Padded arrays for one shard (shapes in bertkit.data.pretraining); static masking happens here."""
     n, length, p = len(instances), s.max_seq_length, s.max_predictions
     special = {tokenizer.vocab[t] for t in SPECIAL_TOKENS}
-    arrays = {"input_ids": np.full((n, length), tokenizer.pad_id, _ids_dtype(tokenizer.vocab_size)),
-              "token_type_ids": np.zeros((n, length), np.int8),
-              "lengths": np.array([len(x.ids) for x in instances], np.int16)}
+    arrays = {
+        "input_ids": np.full((n, length), tokenizer.pad_id, _ids_dtype(tokenizer.vocab_size)),
+        "token_type_ids": np.zeros((n, length), np.int8),
+        "lengths": np.array([len(x.ids) for x in instances], np.int16),
+    }
     if s.nsp:
         arrays["nsp_labels"] = np.array([x.nsp_label for x in instances], np.int8)
     if s.masking == "static":
@@ -319,11 +381,12 @@ def _to_arrays(instances: list[Instance], tokenizer: BertTokenizer, s: BuildSett
         m = len(x.ids)
         arrays["token_type_ids"][k, :m] = x.type_ids
         if s.masking == "static":
-            masked, positions, labels = mask_tokens(x.ids, x.starts, tokenizer.vocab_size, special, rng,
-                                                    s.masked_lm_prob, p, mask_id=tokenizer.mask_id)
+            masked, positions, labels = mask_tokens(
+                x.ids, x.starts, tokenizer.vocab_size, special, rng, s.masked_lm_prob, p, mask_id=tokenizer.mask_id
+            )
             arrays["input_ids"][k, :m] = masked
-            arrays["masked_positions"][k, :len(positions)] = positions
-            arrays["masked_ids"][k, :len(labels)] = labels
+            arrays["masked_positions"][k, : len(positions)] = positions
+            arrays["masked_ids"][k, : len(labels)] = labels
             stats["masked"] += len(positions)
             stats["maskable"] += m - sum(map(special.__contains__, x.ids))
         else:

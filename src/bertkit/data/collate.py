@@ -1,4 +1,5 @@
 """Batches: dynamic padding (to the longest in the batch) and length-grouped, seeded batch orders."""
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,9 @@ def collate(features: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
     return batch
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
-                           group: int = 50) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, generator: torch.Generator, group: int = 50
+) -> list[list[int]]:
     """Shuffled batches of similar-length features: shuffle, sort within chunks of `group` batches by
     length, cut into batches, shuffle the batches. Little padding, still random; fully determined by
     `generator`, so a resumed run sees the same order."""
@@ -45,14 +47,15 @@ def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch
     chunk = batch_size * group
     batches = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start: start + chunk], key=lambda i: lengths[i], reverse=True)
-        batches += [part[i: i + batch_size] for i in range(0, len(part), batch_size)]
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i], reverse=True)
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     perm = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in perm]
 
 
-def sorted_batches(lengths: list[int], batch_size: int, groups: list | None = None,
-                   max_padding: float | None = None) -> list[list[int]]:
+def sorted_batches(
+    lengths: list[int], batch_size: int, groups: list | None = None, max_padding: float | None = None
+) -> list[list[int]]:
     """Evaluation order: longest first, no shuffling (predictions are put back by index). With
     `groups` (one key per feature, e.g. the task of a multi-task feature) no batch mixes two keys.
     With `max_padding` (e.g. 0.25), a batch is also cut where padding to its longest member would
@@ -67,12 +70,15 @@ SMALL_BATCH_TOKENS = 512  # below this many padded tokens a forward pass is chea
 
 
 def _cut(order: list[int], lengths: list[int], batch_size: int, max_padding: float | None) -> list[list[int]]:
-    batches, current, width, real = [], [], 0, 0
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width, real = 0, 0
     for i in order:  # longest first: the first member sets the batch's width
         n = len(current)
         padded = (n + 1) * width
-        wasteful = max_padding is not None and padded > SMALL_BATCH_TOKENS and \
-            padded > (1 + max_padding) * (real + lengths[i])
+        wasteful = (
+            max_padding is not None and padded > SMALL_BATCH_TOKENS and padded > (1 + max_padding) * (real + lengths[i])
+        )
         if current and (n >= batch_size or wasteful):
             batches.append(current)
             current, real = [], 0

@@ -17,6 +17,7 @@ the chunk size, never on the number of workers, which is what makes the output i
 worker count. Reading is tolerant: a line that is not UTF-8 is skipped and reported as `file:line`
 (a crawl always has a few), where `read_lines` would stop the whole build.
 """
+
 from __future__ import annotations
 
 import re
@@ -60,8 +61,9 @@ class BadLines:
         except UnicodeDecodeError as e:
             self.count += 1
             if len(self.examples) < MAX_EXAMPLES:
-                self.examples.append(f"{path}:{number}: not UTF-8 (byte {raw[e.start]:#04x} at column "
-                                     f"{e.start + 1}); line skipped")
+                self.examples.append(
+                    f"{path}:{number}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); line skipped"
+                )
             return None
 
 
@@ -155,10 +157,10 @@ def split_sentences(text: str) -> list[str]:
     """
     sentences, start = [], 0
     for m in _SENTENCE_END.finditer(text):
-        rest = text[m.end():].lstrip()
+        rest = text[m.end() :].lstrip()
         if not rest or (rest[0].islower() and m.group()[0] in ".!?"):
             continue
-        sentences.append(text[start:m.end()].strip())
+        sentences.append(text[start : m.end()].strip())
         start = m.end()
     sentences.append(text[start:].strip())
     return [s for s in sentences if s]

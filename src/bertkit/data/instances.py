@@ -3,6 +3,7 @@
 A document is a list of sentences; a sentence is (ids, word_starts) with no special tokens. Every
 function takes the random stream `rng` so that a build is reproducible from its seed.
 """
+
 from __future__ import annotations
 
 import random
@@ -22,8 +23,15 @@ class Instance:
     truncated: bool  # A + B were longer than the sequence and lost tokens
 
 
-def nsp_instances(documents: list[list[Sentence]], doc_index: int, max_seq_length: int, short_seq_prob: float,
-                  rng: random.Random, cls_id: int, sep_id: int) -> list[Instance]:
+def nsp_instances(
+    documents: list[list[Sentence]],
+    doc_index: int,
+    max_seq_length: int,
+    short_seq_prob: float,
+    rng: random.Random,
+    cls_id: int,
+    sep_id: int,
+) -> list[Instance]:
     """google-research/bert's create_instances_from_document.
 
     Sentences are collected until they fill a target length; a random split point makes A, and B is
@@ -64,11 +72,15 @@ def nsp_instances(documents: list[list[Sentence]], doc_index: int, max_seq_lengt
                 label = 0
                 b = _concat(chunk[a_end:])
             truncated = _truncate_pair(a, b, max_tokens, rng)
-            out.append(Instance(
-                ids=[cls_id, *a[0], sep_id, *b[0], sep_id],
-                type_ids=[0] * (len(a[0]) + 2) + [1] * (len(b[0]) + 1),
-                starts=[True, *a[1], True, *b[1], True],
-                nsp_label=label, truncated=truncated))
+            out.append(
+                Instance(
+                    ids=[cls_id, *a[0], sep_id, *b[0], sep_id],
+                    type_ids=[0] * (len(a[0]) + 2) + [1] * (len(b[0]) + 1),
+                    starts=[True, *a[1], True, *b[1], True],
+                    nsp_label=label,
+                    truncated=truncated,
+                )
+            )
             chunk, length = [], 0
             target = draw_target()
         i += 1
@@ -86,7 +98,7 @@ def _random_continuation(documents, doc_index: int, target: int, rng: random.Ran
     document = documents[other]
     sentences = []
     length = 0
-    for sentence in document[rng.randint(0, len(document) - 1):]:
+    for sentence in document[rng.randint(0, len(document) - 1) :]:
         sentences.append(sentence)
         length += len(sentence[0])
         if length >= target:
@@ -122,8 +134,7 @@ def _truncate_pair(a: Sentence, b: Sentence, max_tokens: int, rng: random.Random
     return truncated
 
 
-def packed_instances(documents: list[list[Sentence]], max_seq_length: int, cls_id: int,
-                     sep_id: int) -> list[Instance]:
+def packed_instances(documents: list[list[Sentence]], max_seq_length: int, cls_id: int, sep_id: int) -> list[Instance]:
     """RoBERTa's FULL-SENTENCES: [CLS] s1 s2 ... [SEP], contiguous sentences packed up to the length.
 
     Without NSP there is no reason to stop at a document's end, and a full sequence wastes no compute

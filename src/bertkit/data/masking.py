@@ -10,6 +10,7 @@ Chinese-BERT-wwm (Cui et al. 2019) the words come from a segmenter (jieba here) 
 sentence, and the characters of one word are masked together. The tokens stay single characters; only
 the grouping comes from jieba.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,9 +21,17 @@ import numpy as np
 WHOLE_WORD_MODES = ("auto", "none", "wordpiece", "jieba")
 
 
-def mask_tokens(ids: list[int], word_starts: list[bool], vocab_size: int, special_ids: set[int],
-                rng: random.Random | np.random.Generator, masked_lm_prob: float = 0.15,
-                max_predictions: int = 20, *, mask_id: int) -> tuple[list[int], list[int], list[int]]:
+def mask_tokens(
+    ids: list[int],
+    word_starts: list[bool],
+    vocab_size: int,
+    special_ids: set[int],
+    rng: random.Random | np.random.Generator,
+    masked_lm_prob: float = 0.15,
+    max_predictions: int = 20,
+    *,
+    mask_id: int,
+) -> tuple[list[int], list[int], list[int]]:
     """Mask a sequence for the MLM loss: (masked ids, masked positions (ascending), original ids there).
 
     Candidates are the tokens not in `special_ids` ([CLS], [SEP], [PAD], ... are never masked), grouped
@@ -121,7 +130,7 @@ def _jieba():
     """jieba, imported on first use with its start-up chatter silenced (it loads a 20 MB dictionary)."""
     global _JIEBA
     if _JIEBA is None:
-        import jieba
+        import jieba  # loads its dictionary on import (about a second): only for Chinese whole-word masking
 
         jieba.setLogLevel(logging.WARNING)
         jieba.initialize()

@@ -21,6 +21,7 @@ Dynamic masking (RoBERTa) re-masks a sequence every epoch with a generator seede
 (seed, epoch, index): every epoch sees new masks, yet any run, resumed or on any number of
 ranks, sees the same ones.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,19 +48,24 @@ def read_index(directory: str | Path) -> dict:
     """index.json of a pretraining data directory, checked for format and version."""
     path = Path(directory) / INDEX
     if not path.is_file():
-        raise BertkitError(f"{path} not found: {directory} is not a pretraining data directory (or its build "
-                           "did not finish); build one with `bertkit pretrain-data --input FILES --vocab VOCAB "
-                           f"--output {directory}`")
+        raise BertkitError(
+            f"{path} not found: {directory} is not a pretraining data directory (or its build "
+            "did not finish); build one with `bertkit pretrain-data --input FILES --vocab VOCAB "
+            f"--output {directory}`"
+        )
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BertkitError(f"{path} is not valid JSON ({e}); rebuild the data with `bertkit pretrain-data`") from None
     if index.get("format") != FORMAT:
-        raise BertkitError(f"{path}: format is {index.get('format')!r}, expected {FORMAT!r}; "
-                           "this is not bertkit pretraining data")
+        raise BertkitError(
+            f"{path}: format is {index.get('format')!r}, expected {FORMAT!r}; this is not bertkit pretraining data"
+        )
     if index.get("version") != FORMAT_VERSION:
-        raise BertkitError(f"{path}: format version {index.get('version')}, this bertkit reads version "
-                           f"{FORMAT_VERSION}; rebuild the data with this version's `bertkit pretrain-data`")
+        raise BertkitError(
+            f"{path}: format version {index.get('version')}, this bertkit reads version "
+            f"{FORMAT_VERSION}; rebuild the data with this version's `bertkit pretrain-data`"
+        )
     return index
 
 
@@ -73,7 +79,8 @@ class PretrainingData:
             raise BertkitError(
                 f"{self.directory / INDEX} was built with a vocab of {index['vocab_size']} tokens "
                 f"({index['vocab_file']}), but the model's vocab has {vocab_size}; rebuild the data with the "
-                "model's vocab.txt (`bertkit pretrain-data --vocab MODEL_DIR`) or train a model with that vocab")
+                "model's vocab.txt (`bertkit pretrain-data --vocab MODEL_DIR`) or train a model with that vocab"
+            )
         self.nsp: bool = index["nsp"]
         self.dynamic: bool = index["masking"] == "dynamic"
         self.max_seq_length: int = index["max_seq_length"]
@@ -82,24 +89,34 @@ class PretrainingData:
         self.seed: int = index["seed"]
         self.special_ids = set(index["special_ids"].values())
         self.mask_id: int = index["special_ids"]["mask"]
-        names = ["input_ids", "token_type_ids", "lengths"] + (["nsp_labels"] if self.nsp else []) + \
-            (["word_starts"] if self.dynamic else ["masked_positions", "masked_ids"])
+        names = (
+            ["input_ids", "token_type_ids", "lengths"]
+            + (["nsp_labels"] if self.nsp else [])
+            + (["word_starts"] if self.dynamic else ["masked_positions", "masked_ids"])
+        )
         self._shards = [{name: self._open(shard, name) for name in names} for shard in index["shards"]]
         counts = [shard["count"] for shard in index["shards"]]
         self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # first index of each shard
         # lengths: [N] real tokens per sequence, for length-grouped batching; small, so read into memory.
-        self.lengths = np.concatenate([s["lengths"] for s in self._shards]).astype(np.int64) \
-            if self._shards else np.zeros(0, np.int64)
+        self.lengths = (
+            np.concatenate([s["lengths"] for s in self._shards]).astype(np.int64)
+            if self._shards
+            else np.zeros(0, np.int64)
+        )
 
     def _open(self, shard: dict, name: str) -> np.ndarray:
         path = shard_file(self.directory, shard["name"], name)
         if not path.is_file():
-            raise BertkitError(f"{path} is missing although {self.directory / INDEX} lists shard {shard['name']}; "
-                               "the directory is incomplete: rebuild it with `bertkit pretrain-data`")
+            raise BertkitError(
+                f"{path} is missing although {self.directory / INDEX} lists shard {shard['name']}; "
+                "the directory is incomplete: rebuild it with `bertkit pretrain-data`"
+            )
         array = np.load(path, mmap_mode="r")
         if array.shape[0] != shard["count"]:
-            raise BertkitError(f"{path} holds {array.shape[0]} rows but {INDEX} says {shard['count']}; "
-                               "the directory mixes two builds: rebuild it with `bertkit pretrain-data`")
+            raise BertkitError(
+                f"{path} holds {array.shape[0]} rows but {INDEX} says {shard['count']}; "
+                "the directory mixes two builds: rebuild it with `bertkit pretrain-data`"
+            )
         return array
 
     def __getstate__(self) -> dict:
@@ -107,7 +124,7 @@ class PretrainingData:
         return {"directory": self.directory}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["directory"])
+        self.__init__(state["directory"])  # type: ignore[misc]  # reopen the memory maps after unpickling
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -130,9 +147,16 @@ class PretrainingData:
             starts = shard["word_starts"][j, :n].tolist()
             # A string seed is hashed with SHA-512 by `random`: stable across runs and processes.
             rng = random.Random(f"{self.seed}:{epoch}:{i}")
-            masked, positions, labels = mask_tokens(ids, starts, self.vocab_size, self.special_ids, rng,
-                                                    self.index["masked_lm_prob"], self.max_predictions,
-                                                    mask_id=self.mask_id)
+            masked, positions, labels = mask_tokens(
+                ids,
+                starts,
+                self.vocab_size,
+                self.special_ids,
+                rng,
+                self.index["masked_lm_prob"],
+                self.max_predictions,
+                mask_id=self.mask_id,
+            )
         else:
             masked = shard["input_ids"][j, :n].tolist()
             count = int((shard["masked_ids"][j] != -100).sum())
@@ -152,5 +176,7 @@ class PretrainingData:
         return list(range(rank * n // world_size, (rank + 1) * n // world_size))
 
     def __repr__(self) -> str:
-        return (f"PretrainingData({str(self.directory)!r}: {len(self)} sequences of <= {self.max_seq_length} "
-                f"tokens, {'dynamic' if self.dynamic else 'static'} masking, nsp={self.nsp})")
+        return (
+            f"PretrainingData({str(self.directory)!r}: {len(self)} sequences of <= {self.max_seq_length} "
+            f"tokens, {'dynamic' if self.dynamic else 'static'} masking, nsp={self.nsp})"
+        )

@@ -8,6 +8,7 @@ follows RFC 4180: a quoted field may hold commas, doubled quotes and line breaks
 to FIELD_LIMIT characters (Python's csv module stops at 128 KiB by default); a longer one is reported
 with its line, as it is most often a quote that is never closed.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,8 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             except UnicodeDecodeError as e:
                 raise BertkitError(
                     f"{p}, line {number}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); "
-                    "re-encode the file as UTF-8, e.g. `iconv -f GB18030 -t UTF-8`") from None
+                    "re-encode the file as UTF-8, e.g. `iconv -f GB18030 -t UTF-8`"
+                ) from None
             if number == 1:
                 line = line.lstrip("\ufeff")  # a byte-order mark is not text
             yield number, line.rstrip("\r\n")
@@ -53,8 +55,9 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict]]:
         yield number, {"text": line}
 
 
-def json_records(path: str | Path, lines: Iterator[tuple[int, str]] | None = None,
-                 example: str = '{"text": "..."}') -> Iterator[tuple[int, dict]]:
+def json_records(
+    path: str | Path, lines: Iterator[tuple[int, str]] | None = None, example: str = '{"text": "..."}'
+) -> Iterator[tuple[int, dict]]:
     """(line number, object) for every non-blank line of a JSON-lines file; `example` shows the user
     what a line should look like when one is not a JSON object."""
     for number, line in read_lines(path) if lines is None else lines:
@@ -62,8 +65,9 @@ def json_records(path: str | Path, lines: Iterator[tuple[int, str]] | None = Non
             continue
         record = parse_json(line, f"{path}, line {number}", f"write one object a line, such as {example}")
         if not isinstance(record, dict):
-            raise BertkitError(f"{path}, line {number}: expected a JSON object such as {example}, "
-                               f"got {type(record).__name__}")
+            raise BertkitError(
+                f"{path}, line {number}: expected a JSON object such as {example}, got {type(record).__name__}"
+            )
         yield number, record
 
 
@@ -87,9 +91,11 @@ def parse_json(text: str, where: str, fix: str, whole_file: bool = False):
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as e:
-            raise BertkitError(f"{where}: the escape for {e.object[e.start]!r} is half of a UTF-16 "
-                               "surrogate pair, not a character; write the character itself or both "
-                               "halves of the pair") from None
+            raise BertkitError(
+                f"{where}: the escape for {e.object[e.start]!r} is half of a UTF-16 "
+                "surrogate pair, not a character; write the character itself or both "
+                "halves of the pair"
+            ) from None
     return value
 
 
@@ -102,20 +108,26 @@ def _read_table(p: Path, lines: Iterator[tuple[int, str]], delimiter: str):
     rows = _tsv_rows(numbered) if tab else _csv_rows(p, numbered)
     _, header = next(rows)
     if not any(name.strip() for name in header):
-        raise BertkitError(f"{p}, line 1: blank, but the first line must be a header row naming the columns "
-                           f"(e.g. {'text<TAB>label' if tab else 'text,label'})")
+        raise BertkitError(
+            f"{p}, line 1: blank, but the first line must be a header row naming the columns "
+            f"(e.g. {'text<TAB>label' if tab else 'text,label'})"
+        )
     twice = sorted({name for name in header if header.count(name) > 1})
     if twice:
-        raise BertkitError(f"{p}, line 1: the header names {', '.join(map(repr, twice))} more than once; "
-                           "give every column its own name")
+        raise BertkitError(
+            f"{p}, line 1: the header names {', '.join(map(repr, twice))} more than once; "
+            "give every column its own name"
+        )
     stray = "tabs" if tab else "commas or quotes"
     for index, row in rows:
         if not "".join(row).strip():
             continue  # a blank line
         number = numbered[index][0]
         if len(row) != len(header):
-            raise BertkitError(f"{p}, line {number}: {len(row)} fields but the header has {len(header)} "
-                               f"({', '.join(header)}); check for stray {stray} or missing columns")
+            raise BertkitError(
+                f"{p}, line {number}: {len(row)} fields but the header has {len(header)} "
+                f"({', '.join(header)}); check for stray {stray} or missing columns"
+            )
         yield number, dict(zip(header, row))
 
 
@@ -146,17 +158,23 @@ def _csv_problem(p: Path, numbered, first: int, current: int, message: str) -> s
     """What a csv.Error means for the person who wrote the file, where, and the fix. `first` is the
     index of the row's first line (where an unclosed quote opened), `current` the line being read."""
     if "field limit" in message:
-        return (f"{p}, line {numbered[first][0]}: a field longer than {FIELD_LIMIT:,} characters starts in "
-                "this row, most likely a quote that is never closed; close it (a quote inside a quoted "
-                'field is written twice: "")')
+        return (
+            f"{p}, line {numbered[first][0]}: a field longer than {FIELD_LIMIT:,} characters starts in "
+            "this row, most likely a quote that is never closed; close it (a quote inside a quoted "
+            'field is written twice: "")'
+        )
     if "unexpected end of data" in message:
-        return (f"{p}, line {numbered[first][0]}: a quoted field starts in this row and is never closed; "
-                'add the closing quote (")')
+        return (
+            f"{p}, line {numbered[first][0]}: a quoted field starts in this row and is never closed; "
+            'add the closing quote (")'
+        )
     where = f"{p}, line {numbered[current][0]}"
     if "new-line character" in message:
         return f"{where}: a carriage return (\\r) inside an unquoted field; quote the field or remove the \\r"
-    return (f"{where}: not valid CSV ({message}); quote fields that hold commas or quotes, and write a "
-            'quote inside a quoted field twice (""), as in RFC 4180')
+    return (
+        f"{where}: not valid CSV ({message}); quote fields that hold commas or quotes, and write a "
+        'quote inside a quoted field twice (""), as in RFC 4180'
+    )
 
 
 def read_texts(path: str | Path, field: str = "text", allow_empty: bool = False) -> list[str]:
@@ -169,8 +187,10 @@ def read_texts(path: str | Path, field: str = "text", allow_empty: bool = False)
         if not isinstance(text, str):
             raise BertkitError(f"{path}, line {number}: `{field}` must be a string, got {text!r}")
         if not text.strip() and not allow_empty:
-            raise BertkitError(f"{path}, line {number}: empty text; remove the line, or pass "
-                               "--allow-empty to encode it as an empty string")
+            raise BertkitError(
+                f"{path}, line {number}: empty text; remove the line, or pass "
+                "--allow-empty to encode it as an empty string"
+            )
         texts.append(text)
     if not texts:
         raise BertkitError(f"{path} holds no texts")

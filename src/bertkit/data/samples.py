@@ -1,5 +1,6 @@
 """Real sentences for self-checks (export parity, conversion parity): MR's dev set when it is fetched,
 else a built-in list that covers punctuation, accents, CJK, numbers and URLs."""
+
 from __future__ import annotations
 
 from bertkit.data.readers import read_texts

@@ -14,6 +14,7 @@ Standard formats (UTF-8, "\\n" line ends):
 Where upstream has no split, `assign_splits` makes a seeded one (SEED = 13): a shuffle puts 10% in
 dev, 10% in test, the rest in train; items keep their upstream order within a split.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -78,7 +79,7 @@ def parse_mr_line(line: str) -> tuple[int, float, str]:
 
 
 def polarity(valence: float) -> str | None:
-    """"positive" or "negative" by the sign of a valence; None for exactly 0 (no polarity)."""
+    """ "positive" or "negative" by the sign of a valence; None for exactly 0 (no polarity)."""
     if valence > 0:
         return "positive"
     if valence < 0:
@@ -93,6 +94,7 @@ def dedupe_sentiment(pos: Iterable[str], neg: Iterable[str]) -> tuple[list[tuple
     so it is dropped. Tabs become spaces so that texts fit in a TSV field. Returns the pairs and
     counts for the manifest.
     """
+
     def unique(lines: Iterable[str]) -> dict[str, None]:  # an ordered set
         texts = dict.fromkeys(line.strip() for line in lines)
         texts.pop("", None)
@@ -319,6 +321,7 @@ def write_lines(path: Path, lines: Iterable[str]) -> int:
 
 def write_tsv(path: Path, header: tuple[str, ...], rows: Iterable[tuple]) -> int:
     """Write a header and rows, tab-separated, no quoting; returns the number of rows."""
+
     def row_line(row: tuple) -> str:
         assert len(row) == len(header) and not any("\t" in str(f) for f in row), row
         return "\t".join(str(field) for field in row)
@@ -365,9 +368,7 @@ def build_mr(inputs: dict[str, Path], out: Path) -> dict:
         binary = [(text, polarity(v)) for _, v, text in items if polarity(v)]
         files[f"{split}.tsv"] = write_tsv(out / f"{split}.tsv", ("text", "label"), binary)
         regression = [(text, v) for _, v, text in items]
-        files[f"regression/{split}.tsv"] = write_tsv(
-            out / "regression" / f"{split}.tsv", ("text", "label"), regression
-        )
+        files[f"regression/{split}.tsv"] = write_tsv(out / "regression" / f"{split}.tsv", ("text", "label"), regression)
     zeros = sum(polarity(v) is None for _, v, _ in sentences)
     return {"files": files, "sentences": len(sentences), "zero_valence_dropped": zeros}
 
@@ -387,8 +388,7 @@ def build_peoples_daily_ner(inputs: dict[str, Path], out: Path) -> dict:
     bios = parse_lines(inputs["199801.txt"], pku_line_to_bio)
     sentences = [list(zip(chars, tags)) for chars, tags in bios if chars]
     files = {
-        f"{split}.conll": write_conll(out / f"{split}.conll", items)
-        for split, items in seeded_split(sentences).items()
+        f"{split}.conll": write_conll(out / f"{split}.conll", items) for split, items in seeded_split(sentences).items()
     }
     entities = {kind: 0 for kind in ENTITY_TYPES.values()}
     for _, tags in bios:
@@ -403,12 +403,9 @@ def build_wnut16(inputs: dict[str, Path], out: Path) -> dict:
     try:
         tweets = parse_conll(read_lines(inputs["ner.txt"]))
     except ValueError as error:
-        raise BertkitError(
-            f"ner.txt: {error}; bertkit's converter does not understand it, please report it"
-        ) from error
+        raise BertkitError(f"ner.txt: {error}; bertkit's converter does not understand it, please report it") from error
     files = {
-        f"{split}.conll": write_conll(out / f"{split}.conll", items)
-        for split, items in seeded_split(tweets).items()
+        f"{split}.conll": write_conll(out / f"{split}.conll", items) for split, items in seeded_split(tweets).items()
     }
     return {"files": files, "tweets": len(tweets)}
 
@@ -459,8 +456,14 @@ def build_corpus_zh(inputs: dict[str, Path], out: Path) -> dict:
     rows = write_lines(out / "corpus.txt", news_train + reviews_train)
     return {
         "files": {"corpus.txt": rows},
-        "peoples_daily": {"lines": len(news_train), "characters": sum(map(len, news_train)),
-                          "held_out_lines": len(news) - len(news_train)},
-        "reviews": {"lines": len(reviews_train), "characters": sum(map(len, reviews_train)),
-                    "held_out_reviews": len(pairs) - len(reviews_train)},
+        "peoples_daily": {
+            "lines": len(news_train),
+            "characters": sum(map(len, news_train)),
+            "held_out_lines": len(news) - len(news_train),
+        },
+        "reviews": {
+            "lines": len(reviews_train),
+            "characters": sum(map(len, reviews_train)),
+            "held_out_reviews": len(pairs) - len(reviews_train),
+        },
     }

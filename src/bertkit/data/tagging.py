@@ -5,6 +5,7 @@ An example is a dict: `tokens`, `tags` (None for unlabelled input), `text` (the 
 are joined with single spaces, none between two CJK characters), `spans` (each token's character span
 in `text`), `line`, `source` and `format`. Every problem names the file, the line and the fix.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,12 +18,23 @@ from bertkit.errors import BertkitError
 
 _FIELD = re.compile(r"[^ \t]+")  # CoNLL columns: split on spaces and tabs only, so a token may be "\u3000"
 # BERT's CJK ideograph blocks (google-research `_is_chinese_char`), CJK punctuation, full-width forms.
-_CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
-        (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F), (0x3000, 0x303F), (0xFF00, 0xFFEF))
+_CJK = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+    (0x3000, 0x303F),
+    (0xFF00, 0xFFEF),
+)
 _CJK_CHAR = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _CJK) + "]")
 _PRE_TOKENIZER = BertPreTokenizer()  # BERT's split on whitespace and punctuation, with char offsets
-_TAG_HELP = ("use O, B-TYPE and I-TYPE (BIO) or also E-TYPE and S-TYPE (BIOES); convert other schemes "
-             "(IOB1, BILOU) to BIO first")
+_TAG_HELP = (
+    "use O, B-TYPE and I-TYPE (BIO) or also E-TYPE and S-TYPE (BIOES); convert other schemes (IOB1, BILOU) to BIO first"
+)
 
 
 def _is_cjk(token: str) -> bool:
@@ -61,8 +73,15 @@ def split_words(text: str) -> list[tuple[int, int]]:
 
 
 def make_example(tokens, tags, text, spans, number, path, fmt) -> dict:
-    return {"tokens": tokens, "tags": tags, "text": text, "spans": spans, "line": number,
-            "source": str(path), "format": fmt}
+    return {
+        "tokens": tokens,
+        "tags": tags,
+        "text": text,
+        "spans": spans,
+        "line": number,
+        "source": str(path),
+        "format": fmt,
+    }
 
 
 def token_line(e: dict, i: int) -> int:
@@ -72,7 +91,10 @@ def token_line(e: dict, i: int) -> int:
 
 def read_conll(path, labelled: bool = True) -> list[dict]:
     """Sentences of `token ... tag` lines (tag = last column); `-DOCSTART-` lines end a sentence."""
-    examples, tokens, tags, first = [], [], [], 0
+    examples: list[dict] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    first = 0
 
     def flush():
         if tokens:
@@ -86,8 +108,10 @@ def read_conll(path, labelled: bool = True) -> list[dict]:
             flush()
             continue
         if labelled and len(fields) < 2:
-            raise BertkitError(f"{path}, line {number}: {line.strip()!r} has no tag column; write `token tag` "
-                               "(e.g. `Paris B-LOC`), one token a line, a blank line between sentences")
+            raise BertkitError(
+                f"{path}, line {number}: {line.strip()!r} has no tag column; write `token tag` "
+                "(e.g. `Paris B-LOC`), one token a line, a blank line between sentences"
+            )
         tag = fields[-1]
         if labelled and tag != "O" and not (len(tag) > 2 and tag[0] in "BIES" and tag[1] == "-"):
             raise BertkitError(f"{path}, line {number}: {tag!r} is not a valid tag; {_TAG_HELP}")
@@ -96,8 +120,10 @@ def read_conll(path, labelled: bool = True) -> list[dict]:
         tags.append(tag)
     flush()
     if not examples:
-        raise BertkitError(f"{path} holds no sentences: expected CoNLL `token tag` lines with a blank line "
-                           'between sentences, or CLUENER lines {"text": ..., "label": {...}}')
+        raise BertkitError(
+            f"{path} holds no sentences: expected CoNLL `token tag` lines with a blank line "
+            'between sentences, or CLUENER lines {"text": ..., "label": {...}}'
+        )
     return examples
 
 
@@ -123,26 +149,35 @@ def _cluener_tags(label, text: str, scheme: str, where: str) -> list[str]:
     tags = ["O"] * len(text)
     for kind, entities in label.items():
         if not kind.strip():
-            raise BertkitError(f"{where}: `label` has an entity type named {kind!r}; name every type "
-                               "(e.g. \"name\", \"org\"), as the tags B-TYPE and I-TYPE carry it")
+            raise BertkitError(
+                f"{where}: `label` has an entity type named {kind!r}; name every type "
+                '(e.g. "name", "org"), as the tags B-TYPE and I-TYPE carry it'
+            )
         for entity, spans in entities.items():
             if not isinstance(spans, list):
-                raise BertkitError(f"{where}: {kind} {entity!r} has {spans!r} where a list of spans belongs; "
-                                   "write [[start, end], ...]")
+                raise BertkitError(
+                    f"{where}: {kind} {entity!r} has {spans!r} where a list of spans belongs; write [[start, end], ...]"
+                )
             for span in spans:
                 if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)):
                     raise BertkitError(f"{where}: {kind} {entity!r} has span {span!r}; write [start, end]")
                 start, end = span
                 if not 0 <= start <= end < len(text):
-                    raise BertkitError(f"{where}: {kind} span [{start}, {end}] of {entity!r} is outside the "
-                                       f"text ({len(text)} characters); spans are character indices, end inclusive")
-                if text[start:end + 1] != entity:
-                    raise BertkitError(f"{where}: {kind} span [{start}, {end}] covers {text[start:end + 1]!r}, "
-                                       f"not {entity!r}; fix the span (text[start:end+1] must equal the entity)")
-                if any(t != "O" for t in tags[start:end + 1]):
-                    raise BertkitError(f"{where}: {kind} {entity!r} [{start}, {end}] overlaps another entity; "
-                                       "BIO tags cannot nest entities: keep one of them")
-                tags[start:end + 1] = _entity_tags(kind, end - start + 1, scheme)
+                    raise BertkitError(
+                        f"{where}: {kind} span [{start}, {end}] of {entity!r} is outside the "
+                        f"text ({len(text)} characters); spans are character indices, end inclusive"
+                    )
+                if text[start : end + 1] != entity:
+                    raise BertkitError(
+                        f"{where}: {kind} span [{start}, {end}] covers {text[start : end + 1]!r}, "
+                        f"not {entity!r}; fix the span (text[start:end+1] must equal the entity)"
+                    )
+                if any(t != "O" for t in tags[start : end + 1]):
+                    raise BertkitError(
+                        f"{where}: {kind} {entity!r} [{start}, {end}] overlaps another entity; "
+                        "BIO tags cannot nest entities: keep one of them"
+                    )
+                tags[start : end + 1] = _entity_tags(kind, end - start + 1, scheme)
     return tags
 
 
@@ -152,11 +187,11 @@ def read_cluener(path, scheme: str = "BIO") -> list[dict]:
     for number, record in json_lines(path):
         text = record["text"]
         if "label" not in record:
-            raise BertkitError(f"{path}, line {number}: no `label`; write \"label\": {{}} for a text "
-                               "without entities")
+            raise BertkitError(f'{path}, line {number}: no `label`; write "label": {{}} for a text without entities')
         tags = _cluener_tags(record["label"], text, scheme, f"{path}, line {number}")
-        examples.append(make_example(list(text), tags, text, [(i, i + 1) for i in range(len(text))],
-                                 number, path, "cluener"))
+        examples.append(
+            make_example(list(text), tags, text, [(i, i + 1) for i in range(len(text))], number, path, "cluener")
+        )
     if not examples:
         raise BertkitError(f"{path} holds no examples: expected one JSON object a line")
     return examples

@@ -11,6 +11,7 @@ each request gets its results through an asyncio future once all its items are d
 bounded in items: a request that would overflow it is refused at once (`QueueFull`, answered 503 with
 Retry-After) instead of letting latency grow without limit.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,6 +29,7 @@ class QueueFull(Exception):
 @dataclass(eq=False)  # hashed by identity: a job is a key while a batch is cut
 class Job:
     """One request's items and their costs; `taken` of them are in batches so far, `done` have results."""
+
     items: list
     costs: list[int]
     future: asyncio.Future | None = None
@@ -106,19 +108,26 @@ class Histogram:
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
         lines += [f'{self.name}_bucket{{le="{b}"}} {n}' for b, n in zip(self.buckets, self.counts)]
-        return lines + [f'{self.name}_bucket{{le="+Inf"}} {self.count}', f"{self.name}_sum {self.sum:g}",
-                        f"{self.name}_count {self.count}"]
+        return lines + [
+            f'{self.name}_bucket{{le="+Inf"}} {self.count}',
+            f"{self.name}_sum {self.sum:g}",
+            f"{self.name}_count {self.count}",
+        ]
 
 
 class Metrics:
     """Prometheus counters, histograms and the queue gauge, written by hand (text format 0.0.4)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}  # (endpoint, status) -> count
-        self.batch_size = Histogram("bertkit_batch_size", "items per batched model call",
-                                    (1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.latency = Histogram("bertkit_request_seconds", "request latency in seconds",
-                                 (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+        self.batch_size = Histogram(
+            "bertkit_batch_size", "items per batched model call", (1, 2, 4, 8, 16, 32, 64, 128, 256)
+        )
+        self.latency = Histogram(
+            "bertkit_request_seconds",
+            "request latency in seconds",
+            (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
         self.queue_depth: Callable[[], int] = lambda: 0
         self.dropped_items = 0  # queued items never computed because their client disconnected
         self.lock = threading.Lock()
@@ -138,15 +147,23 @@ class Metrics:
 
     def render(self) -> str:
         with self.lock:
-            lines = ["# HELP bertkit_requests_total HTTP requests by endpoint and status",
-                     "# TYPE bertkit_requests_total counter"]
-            lines += [f'bertkit_requests_total{{endpoint="{e}",status="{s}"}} {n}'
-                      for (e, s), n in sorted(self.requests.items())]
+            lines = [
+                "# HELP bertkit_requests_total HTTP requests by endpoint and status",
+                "# TYPE bertkit_requests_total counter",
+            ]
+            lines += [
+                f'bertkit_requests_total{{endpoint="{e}",status="{s}"}} {n}'
+                for (e, s), n in sorted(self.requests.items())
+            ]
             lines += self.batch_size.render() + self.latency.render()
-            lines += ["# HELP bertkit_queue_depth items waiting to be batched", "# TYPE bertkit_queue_depth gauge",
-                      f"bertkit_queue_depth {self.queue_depth()}",
-                      "# HELP bertkit_dropped_items_total queued items skipped because their client disconnected",
-                      "# TYPE bertkit_dropped_items_total counter", f"bertkit_dropped_items_total {self.dropped_items}"]
+            lines += [
+                "# HELP bertkit_queue_depth items waiting to be batched",
+                "# TYPE bertkit_queue_depth gauge",
+                f"bertkit_queue_depth {self.queue_depth()}",
+                "# HELP bertkit_dropped_items_total queued items skipped because their client disconnected",
+                "# TYPE bertkit_dropped_items_total counter",
+                f"bertkit_dropped_items_total {self.dropped_items}",
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -155,13 +172,21 @@ class Batcher:
     `run` may price an item with `run.cost(item)` (estimated tokens); then a batch holds at most
     `max_tokens` of them."""
 
-    def __init__(self, run: Callable[[list], list], max_batch: int, max_wait_ms: float, max_queue: int,
-                 metrics: Metrics, name: str = "model", max_tokens: int | None = None):
+    def __init__(
+        self,
+        run: Callable[[list], list],
+        max_batch: int,
+        max_wait_ms: float,
+        max_queue: int,
+        metrics: Metrics,
+        name: str = "model",
+        max_tokens: int | None = None,
+    ):
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000
         self.max_queue, self.metrics, self.name = max_queue, metrics, name
         self.cost = getattr(run, "cost", None)
         self.queue = FairQueue(max_batch, max_tokens if self.cost is not None else None)
-        self._wake: asyncio.Event | None = None  # set when a job arrives or stop() is called
+        self._wake = asyncio.Event()  # set when a job arrives or stop() is called (made anew by start())
         self._stopping = False
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -183,8 +208,9 @@ class Batcher:
         self._stopping = True
         self._wake.set()
         await self._task
-        self._executor.shutdown(wait=True)
-        self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._executor, self._task = None, None
 
     async def submit(self, items: list) -> list:
         if self._task is None or self._stopping:
@@ -192,10 +218,10 @@ class Batcher:
         if self.pending + len(items) > self.max_queue:
             raise QueueFull(f"{self.pending} items are queued for {self.name} (limit {self.max_queue})")
         costs = [self.cost(item) for item in items] if self.cost is not None else [1] * len(items)
-        job = Job(items, costs, asyncio.get_running_loop().create_future())
-        self.queue.add(job)
+        future = asyncio.get_running_loop().create_future()
+        self.queue.add(Job(items, costs, future))
         self._wake.set()
-        return await job.future
+        return await future
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -213,7 +239,7 @@ class Batcher:
                         await asyncio.wait_for(self._wake.wait(), deadline - loop.time())
                     except asyncio.TimeoutError:
                         break
-            for job in [job for job in self.queue.jobs if job.future.cancelled()]:
+            for job in [job for job in self.queue.jobs if job.future is not None and job.future.cancelled()]:
                 self.metrics.dropped(self.queue.remove(job))  # their clients went away: skip the work
             batch = self.queue.take()
             if batch:
@@ -227,13 +253,14 @@ class Batcher:
         except Exception as e:  # noqa: BLE001 - any model failure goes back to its requests, never kills the loop
             for job, _, _ in batch:
                 self.queue.remove(job)  # the rest of a failed request need not run
-                if not job.future.done():
+                if job.future is not None and not job.future.done():
                     job.future.set_exception(e)
             return
         offset = 0
         for job, start, end in batch:
-            job.results[start:end] = results[offset: offset + end - start]
+            job.results[start:end] = results[offset : offset + end - start]
             offset += end - start
             job.done += end - start
-            if job.done == len(job.items) and not job.future.done():  # the client may have gone away
-                job.future.set_result(job.results)
+            future = job.future
+            if job.done == len(job.items) and future is not None and not future.done():  # the client may be gone
+                future.set_result(job.results)

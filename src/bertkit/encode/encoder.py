@@ -3,6 +3,7 @@
 Texts are tokenized in one parallel call, sorted by length so that each batch pads only a few
 tokens, run without autograd, pooled, optionally L2-normalised, and put back in input order.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ from bertkit.data.collate import pad, sorted_batches
 from bertkit.errors import BertkitError
 from bertkit.fetch import resolve_model
 from bertkit.inference import check_backend, load_encoder
+from bertkit.model import config_of
 from bertkit.tokenizer import BertTokenizer
 
 log = logging.getLogger("bertkit")
@@ -56,8 +58,7 @@ def model_pooling_defaults(model_dir: Path) -> tuple[str, bool, int | None]:
     pool_cfg = model_dir / "1_Pooling" / "config.json"
     if pool_cfg.is_file():
         cfg = json.loads(pool_cfg.read_text())
-        modes = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
-                 "pooling_mode_max_tokens": "max"}
+        modes = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}
         pooling = next((v for k, v in modes.items() if cfg.get(k)), pooling)
     modules = model_dir / "modules.json"
     if modules.is_file():
@@ -77,9 +78,17 @@ class Encoder:
     last layer only); "onnx-int8" its int8 version.
     """
 
-    def __init__(self, model: str | Path, pooling: str | None = None, layer: int = -1,
-                 normalize: bool | None = None, max_length: int | None = None, batch_size: int = 32,
-                 device: str | None = None, backend: str = "torch"):
+    def __init__(
+        self,
+        model: str | Path,
+        pooling: str | None = None,
+        layer: int = -1,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        device: str | None = None,
+        backend: str = "torch",
+    ):
         model_dir = resolve_model(str(model))
         default_pooling, default_normalize, default_length = model_pooling_defaults(model_dir)
         self.pooling = pooling or default_pooling
@@ -91,18 +100,22 @@ class Encoder:
             raise BertkitError(f"--layer {layer} needs --backend torch: the ONNX graph returns the last layer only")
         self.model, self.device = load_encoder(model_dir, backend, device)
         self.tokenizer = BertTokenizer.from_dir(model_dir)
-        config = self.model.config
+        config = self.config = config_of(self.model)
         self.tokenizer.check_vocab_size(config.vocab_size, where=str(model_dir))
         n_layers = config.num_hidden_layers
         if not -(n_layers + 1) <= layer <= n_layers:
-            raise BertkitError(f"--layer {layer} does not exist: the model has layers 0 (embeddings) "
-                               f"to {n_layers}, or -1 to -{n_layers + 1} counted from the top")
+            raise BertkitError(
+                f"--layer {layer} does not exist: the model has layers 0 (embeddings) "
+                f"to {n_layers}, or -1 to -{n_layers + 1} counted from the top"
+            )
         self.layer = layer
         self.backend = backend
         max_length = max_length or default_length or config.max_position_embeddings
         if max_length > config.max_position_embeddings:
-            raise BertkitError(f"--max-length {max_length} exceeds the model's max_position_embeddings "
-                               f"({config.max_position_embeddings})")
+            raise BertkitError(
+                f"--max-length {max_length} exceeds the model's max_position_embeddings "
+                f"({config.max_position_embeddings})"
+            )
         self.max_length = max_length
         self.batch_size = batch_size
         self.dim = config.hidden_size
@@ -118,9 +131,15 @@ class Encoder:
                 cut += 1
             ids.append(seq)
         if cut:
-            log.warning("%d of %d texts are longer than max_length=%d tokens; their vectors cover the "
-                        "first %d tokens only (raise --max-length up to %d)", cut, len(texts),
-                        self.max_length, self.max_length, self.model.config.max_position_embeddings)
+            log.warning(
+                "%d of %d texts are longer than max_length=%d tokens; their vectors cover the "
+                "first %d tokens only (raise --max-length up to %d)",
+                cut,
+                len(texts),
+                self.max_length,
+                self.max_length,
+                self.config.max_position_embeddings,
+            )
         return ids
 
     @torch.inference_mode()
@@ -139,8 +158,9 @@ class Encoder:
         return self.model(input_ids, mask, output_hidden_states=hidden_states), mask
 
     @staticmethod
-    def vectors(out, mask: torch.Tensor, pooling: str, layer: int, normalize: bool,
-                rows: list[int] | None = None) -> torch.Tensor:
+    def vectors(
+        out, mask: torch.Tensor, pooling: str, layer: int, normalize: bool, rows: list[int] | None = None
+    ) -> torch.Tensor:
         """Pooled (and optionally L2-normalised) float32 vectors [B, H] of `run`'s output, or of its `rows`."""
         hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
         pooled = out.pooler_output if layer == -1 else None

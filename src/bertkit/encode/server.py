@@ -10,6 +10,7 @@ Retry-After) are 5xx.
 Around the app, outermost first: CountRequests (metrics), CORS (only with --cors-origin), RequireKey
 (only with --api-key), ReadBody (size cap, read timeout, JSON whatever the Content-Type).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,6 +41,7 @@ from bertkit.data.collate import sorted_batches
 from bertkit.encode.batcher import Batcher, Metrics, QueueFull
 from bertkit.encode.encoder import MAX_PADDING, Encoder
 from bertkit.inference import Loaded, run_examples, with_inputs
+from bertkit.onnx_model import OnnxModel
 
 log = logging.getLogger("bertkit")
 DISCONNECT_POLL_S = 0.1  # how often a waiting request checks that its client is still there
@@ -68,6 +70,7 @@ class Limits:
 class Access:
     """Who may call the server: with `api_key`, every request but OPEN_PATHS must carry
     `Authorization: Bearer KEY`; browsers on `cors_origins` may call it from their pages."""
+
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
 
@@ -92,6 +95,7 @@ def estimate_tokens(text: str, max_length: int) -> int:
 
 # --- Engines: what a batch of items becomes (run in the batcher's worker thread) ------------------------
 
+
 class EncodeEngine:
     """Items (text, pooling, layer, normalize) -> float32 vectors; one forward pass per length-sorted chunk,
     each row pooled its own way, so requests with different options still share batches."""
@@ -99,11 +103,15 @@ class EncodeEngine:
     def __init__(self, encoder: Encoder):
         self.encoder = encoder
         self.defaults = {"pooling": encoder.pooling, "layer": encoder.layer, "normalize": encoder.normalize}
-        self.num_layers = encoder.model.config.num_hidden_layers
+        self.num_layers = encoder.config.num_hidden_layers
         self.dim = encoder.dim
-        self.last_layer_only = getattr(encoder, "backend", "torch") != "torch"  # ONNX graphs: no hidden states
-        self.has_pooler = "pooler_output" in encoder.model.names if self.last_layer_only \
-            else getattr(encoder.model, "pooler", None) is not None
+        model = encoder.model
+        self.last_layer_only = isinstance(model, OnnxModel)  # an exported graph: no hidden states
+        self.has_pooler = (
+            "pooler_output" in model.names
+            if isinstance(model, OnnxModel)
+            else getattr(model, "pooler", None) is not None
+        )
 
     def cost(self, item: tuple[str, str, int, bool]) -> int:
         return estimate_tokens(item[0], self.encoder.max_length)
@@ -122,14 +130,14 @@ class EncodeEngine:
                 vectors = enc.vectors(result, mask, pooling, layer, normalize, rows).cpu().numpy()
                 for row, v in zip(rows, vectors):
                     out[chunk[row]] = v
-        return out
+        return [v for v in out if v is not None]  # every row was filled
 
 
 class PredictEngine:
     """Inputs -> the task's predictions, as `bertkit predict` makes them (same featurize and decode)."""
 
     def __init__(self, run: Loaded, batch_size: int = 64):
-        self.run, self.task, self.batch_size = run, run.task, batch_size
+        self.run, self.task, self.batch_size = run, run.fine_tuned, batch_size
 
     def cost(self, example: dict) -> int:
         """Estimated tokens of the example's texts; a long QA context counts once, not per window."""
@@ -145,6 +153,7 @@ class PredictEngine:
 
 
 # --- Request bodies -----------------------------------------------------------------------------------
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -183,7 +192,7 @@ USAGE = {
     "/encode": '{"texts": ["a sentence", ...], "pooling": "mean", "normalize": true, "encoding": "float"}',
     "/similarity": '{"pairs": [["a", "b"], ...]} or {"query": "q", "texts": ["a", ...]}',
     "/predict": '{"texts": ["a text", ...]} or {"inputs": [{"text": "a", "text_b": "b"}]} '
-                '(qa: {"inputs": [{"question": "q", "context": "c"}]})',
+    '(qa: {"inputs": [{"question": "q", "context": "c"}]})',
 }
 
 
@@ -199,8 +208,11 @@ def _check_unicode(text: str, where: str) -> None:
     """JSON's \\ud800-style escapes can carry half a UTF-16 pair, which no tokenizer can read."""
     bad = _SURROGATE.search(text)
     if bad:
-        raise ApiError(400, f"{where} holds a lone UTF-16 surrogate (U+{ord(bad.group()):04X}) at character "
-                            f"{bad.start()}; send valid Unicode (escape a character outside the BMP as a pair)")
+        raise ApiError(
+            400,
+            f"{where} holds a lone UTF-16 surrogate (U+{ord(bad.group()):04X}) at character "
+            f"{bad.start()}; send valid Unicode (escape a character outside the BMP as a pair)",
+        )
 
 
 def _check_texts(texts: list[str], limits: Limits, field: str = "texts", key: str | None = None) -> None:
@@ -209,14 +221,20 @@ def _check_texts(texts: list[str], limits: Limits, field: str = "texts", key: st
     if not texts:
         raise ApiError(400, f"`{field}` is empty: send at least one text")
     if len(texts) > limits.max_texts:
-        raise ApiError(413, f"{len(texts)} texts in one request; send at most {limits.max_texts} "
-                            "(split the list into several requests)")
+        raise ApiError(
+            413,
+            f"{len(texts)} texts in one request; send at most {limits.max_texts} "
+            "(split the list into several requests)",
+        )
     if len(texts) > limits.max_queue:
         raise ApiError(413, f"{len(texts)} texts is more than the server queues ({limits.max_queue}); send fewer")
     for i, t in enumerate(texts):
         if len(t) > limits.max_chars:
-            raise ApiError(413, f"{field}[{i}]{suffix} has {len(t)} characters; the limit is {limits.max_chars} "
-                                "(cut the text, or start the server with a larger --max-chars)")
+            raise ApiError(
+                413,
+                f"{field}[{i}]{suffix} has {len(t)} characters; the limit is {limits.max_chars} "
+                "(cut the text, or start the server with a larger --max-chars)",
+            )
         if not t.strip():
             raise ApiError(400, f"{field}[{i}]{suffix} is empty; send non-empty texts")
         _check_unicode(t, f"{field}[{i}]{suffix}")
@@ -244,8 +262,11 @@ class CountRequests:
             await self.app(scope, receive, send_and_note)
         finally:
             path = scope["path"]
-            endpoint = path if path in ("/encode", "/similarity", "/health", "/metrics") \
+            endpoint = (
+                path
+                if path in ("/encode", "/similarity", "/health", "/metrics")
                 else ("/predict" if path.startswith("/predict/") else "other")
+            )
             self.metrics.request(endpoint, status, time.perf_counter() - start)
 
 
@@ -274,16 +295,22 @@ class ReadBody:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         close = {"Connection": "close"}
-        too_big = (f"the request body is over {self.max_bytes:,} bytes, this server's limit (--max-body-mb); "
-                   "send fewer or shorter texts per request")
+        too_big = (
+            f"the request body is over {self.max_bytes:,} bytes, this server's limit (--max-body-mb); "
+            "send fewer or shorter texts per request"
+        )
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             return await answer(send, 413, too_big, close)
         try:
             body = await asyncio.wait_for(self._read(receive), self.timeout_s)
         except asyncio.TimeoutError:
-            return await answer(send, 408, f"the request body did not arrive within {self.timeout_s:g} s; "
-                                           "send the whole body at once", close)
+            return await answer(
+                send,
+                408,
+                f"the request body did not arrive within {self.timeout_s:g} s; send the whole body at once",
+                close,
+            )
         if body is None:  # the client went away
             return
         if len(body) > self.max_bytes:
@@ -337,9 +364,13 @@ class RequireKey:
         if scheme.lower() == b"bearer" and secrets.compare_digest(key.strip(), self.key):
             return await self.app(scope, receive, send)
         said = "a wrong API key" if key else "no API key"
-        await answer(send, 401, f"this server needs an API key and the request has {said}: send the header "
-                                "`Authorization: Bearer KEY` with the key given to `bertkit serve --api-key`",
-                     {"WWW-Authenticate": "Bearer"})
+        await answer(
+            send,
+            401,
+            f"this server needs an API key and the request has {said}: send the header "
+            "`Authorization: Bearer KEY` with the key given to `bertkit serve --api-key`",
+            {"WWW-Authenticate": "Bearer"},
+        )
 
 
 class Cors(CORSMiddleware):
@@ -351,16 +382,21 @@ class Cors(CORSMiddleware):
             return response
         headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
         origins = ", ".join(self.allow_origins) or "none"
-        return JSONResponse({"error": f"{response.body.decode()} (origin {request_headers.get('origin')!r}); "
-                                      f"this server allows the origins {origins} (--cors-origin), the methods "
-                                      "GET and POST and the headers Authorization and Content-Type"},
-                            status_code=400, headers=headers)
+        return JSONResponse(
+            {
+                "error": f"{response.body.decode()} (origin {request_headers.get('origin')!r}); "
+                f"this server allows the origins {origins} (--cors-origin), the methods "
+                "GET and POST and the headers Authorization and Content-Type"
+            },
+            status_code=400,
+            headers=headers,
+        )
 
 
 def swagger_files() -> str | None:
     """The folder of Swagger UI's JS and CSS in the installed swagger-ui-bundle package, or None."""
     try:
-        from swagger_ui_bundle import swagger_ui_path
+        from swagger_ui_bundle import swagger_ui_path  # optional: /docs is served only when it is installed
     except ImportError:
         return None
     return str(swagger_ui_path)
@@ -368,8 +404,14 @@ def swagger_files() -> str | None:
 
 # --- The app ------------------------------------------------------------------------------------------
 
-def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | None = None,
-               limits: Limits | None = None, encode_engine=None, access: Access | None = None) -> FastAPI:
+
+def create_app(
+    encoder: Encoder | None,
+    predictors: dict[str, PredictEngine] | None = None,
+    limits: Limits | None = None,
+    encode_engine=None,
+    access: Access | None = None,
+) -> FastAPI:
     """The FastAPI app; `encode_engine` replaces the engine built from `encoder` (tests use slow stubs)."""
     limits, access = limits or Limits(), access or Access()
     predictors = predictors or {}
@@ -378,8 +420,9 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
     batchers = {}
 
     def batcher(run, name):
-        return Batcher(run, limits.max_batch, limits.max_wait_ms, limits.max_queue, metrics, name,
-                       limits.max_batch_tokens)
+        return Batcher(
+            run, limits.max_batch, limits.max_wait_ms, limits.max_queue, metrics, name, limits.max_batch_tokens
+        )
 
     if engine is not None:
         batchers["encode"] = batcher(engine, "encoder")
@@ -395,8 +438,14 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
         for b in batchers.values():  # uvicorn has finished the requests in flight; drain what is queued
             await b.stop()
 
-    app = FastAPI(title="bertkit", description="BERT sentence vectors and fine-tuned predictions",
-                  lifespan=lifespan, docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
+    app = FastAPI(
+        title="bertkit",
+        description="BERT sentence vectors and fine-tuned predictions",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
     app.state.metrics, app.state.batchers, app.state.limits, app.state.access = metrics, batchers, limits, access
 
     # add_middleware wraps what is there: the last added runs first
@@ -404,8 +453,13 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
     if access.api_key:
         app.add_middleware(RequireKey, api_key=access.api_key)
     if access.cors_origins:
-        app.add_middleware(Cors, allow_origins=list(access.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+        app.add_middleware(
+            Cors,
+            allow_origins=list(access.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     app.add_middleware(CountRequests, metrics=metrics)
 
     @app.exception_handler(ApiError)
@@ -422,8 +476,10 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
     async def http_error(request: Request, e: HTTPException):  # the router's 404 and 405, a body it cannot parse
         path, method = request.url.path, request.method
         if e.status_code == 404:
-            message = (f"there is no {path}: the endpoints are POST /encode, /similarity, /predict/TASK and "
-                       "GET /, /health, /metrics, /docs")
+            message = (
+                f"there is no {path}: the endpoints are POST /encode, /similarity, /predict/TASK and "
+                "GET /, /health, /metrics, /docs"
+            )
         elif e.status_code == 405:
             allowed = (e.headers or {}).get("Allow", "another method")
             message = f"{path} does not take {method}: use {allowed}"
@@ -482,11 +538,15 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
         if n is not None and not -(n + 1) <= layer <= n:
             raise ApiError(422, f"layer {layer} does not exist: send 0 (embeddings) to {n}, or -1 to -{n + 1}")
         if getattr(engine, "last_layer_only", False) and layer not in (-1, n):
-            raise ApiError(422, f"layer {layer}: this server runs an ONNX graph that returns the last layer "
-                                "only; send layer -1 (or start the server with --backend torch)")
+            raise ApiError(
+                422,
+                f"layer {layer}: this server runs an ONNX graph that returns the last layer "
+                "only; send layer -1 (or start the server with --backend torch)",
+            )
         if pooling == "pooler" and (layer != -1 or not getattr(engine, "has_pooler", True)):
-            raise ApiError(422, 'pooling "pooler" needs the model\'s pooler and layer -1; send "cls", "mean" '
-                                'or "max", or layer -1')
+            raise ApiError(
+                422, 'pooling "pooler" needs the model\'s pooler and layer -1; send "cls", "mean" or "max", or layer -1'
+            )
         opts = (pooling or defaults["pooling"], layer, defaults["normalize"] if normalize is None else normalize)
         return [(t, *opts) for t in texts]
 
@@ -529,17 +589,24 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
         required, optional = p.task.inputs, p.task.optional_inputs
         shape = "{" + ", ".join(f'"{f}": "..."' for f in required) + "}"
         if body.texts is not None and required != ("text",):
-            raise ApiError(422, f"task `{task}` takes inputs with {' and '.join(required)}: send "
-                                f'{{"inputs": [{shape}, ...]}}')
-        inputs = [{"text": t} for t in body.texts] if body.texts is not None else \
-            [i.model_dump(exclude_none=True) for i in body.inputs]
+            raise ApiError(
+                422, f'task `{task}` takes inputs with {" and ".join(required)}: send {{"inputs": [{shape}, ...]}}'
+            )
+        inputs = (
+            [{"text": t} for t in body.texts]
+            if body.texts is not None
+            else [i.model_dump(exclude_none=True) for i in body.inputs or []]
+        )
         for n, i in enumerate(inputs):
             if any(not isinstance(i.get(f), str) for f in required):
                 raise ApiError(422, f"inputs[{n}] needs {' and '.join(f'`{f}`' for f in required)}: send {shape}")
             unknown = sorted(set(i) - set(required) - set(optional))
             if unknown:
-                raise ApiError(422, f"inputs[{n}] has `{unknown[0]}`, which task `{task}` does not take; its inputs "
-                                    f"hold {', '.join(required + optional)}")
+                raise ApiError(
+                    422,
+                    f"inputs[{n}] has `{unknown[0]}`, which task `{task}` does not take; its inputs "
+                    f"hold {', '.join(required + optional)}",
+                )
         for f in required:
             if body.texts is not None:
                 _check_texts([i[f] for i in inputs], limits)
@@ -563,28 +630,36 @@ def create_app(encoder: Encoder | None, predictors: dict[str, PredictEngine] | N
     async def docs():
         if swagger is None:
             raise ApiError(404, "the API docs need the swagger-ui-bundle package: pip install 'bertkit[serve]'")
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="bertkit API",
-                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs/static/swagger-ui.css",
-                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="bertkit API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )
 
     def openapi() -> dict:
         """FastAPI's schema, with the bearer key for Swagger's Authorize button when one is needed."""
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             if access.api_key:
-                schema.setdefault("components", {})["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+                schema.setdefault("components", {})["securitySchemes"] = {
+                    "bearer": {"type": "http", "scheme": "bearer"}
+                }
                 schema["security"] = [{"bearer": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
     @app.get("/health")
     async def health():
-        info = {"status": "ok", "tasks": {n: p.task.name for n, p in predictors.items()},
-                "queue_depth": metrics.queue_depth(), "api_key": bool(access.api_key)}
+        info = {
+            "status": "ok",
+            "tasks": {n: p.task.name for n, p in predictors.items()},
+            "queue_depth": metrics.queue_depth(),
+            "api_key": bool(access.api_key),
+        }
         if engine is not None:
             info["encoder"] = {**getattr(engine, "defaults", {}), "dim": getattr(engine, "dim", None)}
         return info

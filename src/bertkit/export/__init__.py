@@ -4,12 +4,14 @@ The output is itself a model directory (config.json, vocab.txt, task.json, pooli
 model.onnx, optionally model.int8.onnx, and export.json holding the parity numbers (and the int8
 accuracy gate's before/after metrics), so `Encoder(..., backend="onnx")` and `load_onnx` read it.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -22,6 +24,7 @@ from bertkit.export.onnx import export_onnx, parity
 from bertkit.export.quantize import check_drop, quantize_int8
 from bertkit.fetch import resolve_model
 from bertkit.inference import Loaded, evaluate_file, load
+from bertkit.model import config_of
 from bertkit.onnx_model import OnnxModel, load_onnx
 from bertkit.outputs import atomic_path
 from bertkit.tokenizer import BertTokenizer
@@ -30,15 +33,24 @@ log = logging.getLogger("bertkit")
 
 FORMATS = ("onnx",)
 QUANTIZE = ("int8",)
-COPIED = ("config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
-          "sentence_bert_config.json", "task.json", "1_Pooling")
+COPIED = (
+    "config.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "task.json",
+    "1_Pooling",
+)
 
 
-def sample_batches(tokenizer: BertTokenizer, texts: list[str], max_length: int,
-                   batch_size: int = 8) -> list[tuple[torch.Tensor, ...]]:
+def sample_batches(
+    tokenizer: BertTokenizer, texts: list[str], max_length: int, batch_size: int = 8
+) -> list[tuple[torch.Tensor, ...]]:
     """Padded batches of `texts` in input order, plus one unpadded batch (all cut to 8 tokens)."""
     ids = [e.ids for e in tokenizer.encode_batch(texts, max_length=max_length)]
-    batches = [ids[i: i + batch_size] for i in range(0, len(ids), batch_size)]
+    batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
     batches.append([s[:7] + [tokenizer.sep_id] for s in ids[:3]])
     return [(*pad(b, tokenizer.pad_id), torch.zeros(len(b), max(map(len, b)), dtype=torch.long)) for b in batches]
 
@@ -46,16 +58,24 @@ def sample_batches(tokenizer: BertTokenizer, texts: list[str], max_length: int,
 def _load_torch(model_dir: Path):
     """(task or None, model in eval mode on the CPU, tokenizer, max_length)."""
     if not (model_dir / "config.json").is_file() and (model_dir / "metrics.json").is_file():
-        raise BertkitError(f"{model_dir} looks like a multi-task run: export each task's folder "
-                           f"(e.g. {model_dir}/NAME) on its own")
+        raise BertkitError(
+            f"{model_dir} looks like a multi-task run: export each task's folder (e.g. {model_dir}/NAME) on its own"
+        )
     read_state_dict(model_dir)  # a clear error when there are no weights
     run = load(model_dir, device="cpu")
-    max_length = run.max_length if run.task is not None else min(128, run.model.config.max_position_embeddings)
+    max_length = run.max_length if run.task is not None else min(128, config_of(run.model).max_position_embeddings)
     return run.task, run.model, run.tokenizer, max_length
 
 
-def export_dir(model: str | Path, output: str | Path, fmt: str = "onnx", quantize: str | None = None,
-               dev: str | None = None, force: bool = False, max_drop: float = 1.0) -> dict:
+def export_dir(
+    model: str | Path,
+    output: str | Path,
+    fmt: str = "onnx",
+    quantize: str | None = None,
+    dev: str | None = None,
+    force: bool = False,
+    max_drop: float = 1.0,
+) -> dict:
     """Export, self-check and optionally quantise; returns (and writes as export.json) the report."""
     if fmt not in FORMATS:
         raise BertkitError(f"unknown export format `{fmt}`: bertkit exports {', '.join(FORMATS)}")
@@ -66,8 +86,9 @@ def export_dir(model: str | Path, output: str | Path, fmt: str = "onnx", quantiz
     if out.resolve() == model_dir.resolve():
         raise BertkitError(f"--output {out} is the model directory itself: choose a new directory")
     if dev is not None and not (model_dir / "task.json").is_file():
-        raise BertkitError(f"--dev needs a fine-tuned model (with task.json); {model_dir} is a plain "
-                           "encoder: drop --dev")
+        raise BertkitError(
+            f"--dev needs a fine-tuned model (with task.json); {model_dir} is a plain encoder: drop --dev"
+        )
     task, torch_model, tokenizer, max_length = _load_torch(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
@@ -82,20 +103,31 @@ def export_dir(model: str | Path, output: str | Path, fmt: str = "onnx", quantiz
 
     export_onnx(torch_model, out / "model.onnx", tokenizer.pad_id)
     batches = sample_batches(tokenizer, sample_texts(), max_length)
-    report = {"format": fmt, "source": str(model_dir), "task": task.name if task else None,
-              "fp32": parity(torch_model, OnnxModel(out / "model.onnx", spin=False), batches)}
-    log.info("model.onnx vs PyTorch: max abs diff %.2e, worst cosine %.6f",
-             report["fp32"]["max_abs_diff"], report["fp32"]["worst_cosine"])
+    report: dict[str, Any] = {
+        "format": fmt,
+        "source": str(model_dir),
+        "task": task.name if task else None,
+        "fp32": parity(torch_model, OnnxModel(out / "model.onnx", spin=False), batches),
+    }
+    log.info(
+        "model.onnx vs PyTorch: max abs diff %.2e, worst cosine %.6f",
+        report["fp32"]["max_abs_diff"],
+        report["fp32"]["worst_cosine"],
+    )
     if quantize == "int8":
         int8_path = out / "model.int8.onnx"
         with atomic_path(int8_path) as tmp:  # kept only when it passes the gate
             quantize_int8(out / "model.onnx", tmp)
             report["int8"] = parity(torch_model, OnnxModel(tmp, spin=False), batches)
-            log.info("model.int8.onnx vs PyTorch: max abs diff %.2e, worst cosine %.6f",
-                     report["int8"]["max_abs_diff"], report["int8"]["worst_cosine"])
+            log.info(
+                "model.int8.onnx vs PyTorch: max abs diff %.2e, worst cosine %.6f",
+                report["int8"]["max_abs_diff"],
+                report["int8"]["worst_cosine"],
+            )
             if dev is not None:
-                report["gate"] = _gate(task, torch_model, OnnxModel(tmp, spin=False), tokenizer, max_length, dev,
-                                       force, max_drop)
+                report["gate"] = _gate(
+                    task, torch_model, OnnxModel(tmp, spin=False), tokenizer, max_length, dev, force, max_drop
+                )
     atomic_write_text(out / "export.json", json.dumps(report, indent=2) + "\n")
     return report
 

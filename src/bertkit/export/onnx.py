@@ -12,6 +12,7 @@ padded or not, with one Add a layer. A boolean mask would export as Where and Is
 layer, which cost the int8 graph about 15% of its throughput. The example batch is padded all the
 same, and `parity` checks padded and unpadded batches after every export.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -27,6 +28,7 @@ from bertkit.model import (
     BertForTokenClassification,
     BertModel,
     BertOutput,
+    config_of,
 )
 from bertkit.onnx_model import INPUTS, OnnxModel
 
@@ -56,8 +58,10 @@ class _Graph(nn.Module):
 def output_names(model: nn.Module) -> tuple[str, ...]:
     names = OUTPUTS.get(type(model))
     if names is None:
-        raise BertkitError(f"cannot export a {type(model).__name__} to ONNX: export the base model or a "
-                           f"classify, ner or qa head ({', '.join(c.__name__ for c in OUTPUTS)})")
+        raise BertkitError(
+            f"cannot export a {type(model).__name__} to ONNX: export the base model or a "
+            f"classify, ner or qa head ({', '.join(c.__name__ for c in OUTPUTS)})"
+        )
     if isinstance(model, BertModel) and model.pooler is None:
         names = names[:1]
     return names
@@ -76,7 +80,7 @@ def _example(pad_id: int, vocab_size: int) -> tuple[torch.Tensor, ...]:
 def export_onnx(model: nn.Module, path: str | Path, pad_id: int = 0, opset: int = 17) -> tuple[str, ...]:
     """Write `model` (BertModel or a head, eval mode) as an ONNX graph with dynamic batch and sequence."""
     names = output_names(model)
-    config = model.config if isinstance(model, BertModel) else model.bert.config
+    config = config_of(model)
     dynamic = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
     whole = per_sequence(model)
     dynamic.update({name: {0: "batch"} if name in whole else {0: "batch", 1: "sequence"} for name in names})
@@ -86,9 +90,17 @@ def export_onnx(model: nn.Module, path: str | Path, pad_id: int = 0, opset: int 
         # only data-dependent branch (the mask) is handled by the padded example.
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        torch.onnx.export(graph, _example(pad_id, config.vocab_size), str(path), dynamo=False,
-                          opset_version=opset, input_names=list(INPUTS), output_names=list(names),
-                          dynamic_axes=dynamic, do_constant_folding=True)
+        torch.onnx.export(
+            graph,
+            _example(pad_id, config.vocab_size),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(INPUTS),
+            output_names=list(names),
+            dynamic_axes=dynamic,
+            do_constant_folding=True,
+        )
     return names
 
 
@@ -113,8 +125,12 @@ def parity(model: nn.Module, onnx_model: OnnxModel, batches: list[tuple[torch.Te
         ours, theirs = _flat(model(ids, mask, types)), _flat(onnx_model(ids, mask, types))
         for row in range(ids.shape[0]):
             real = mask[row].bool()
-            a, b = (torch.cat([(t[row] if name in whole else t[row][real]).flatten().float()
-                               for name, t in zip(names, outs)]) for outs in (ours, theirs))
+            a, b = (
+                torch.cat(
+                    [(t[row] if name in whole else t[row][real]).flatten().float() for name, t in zip(names, outs)]
+                )
+                for outs in (ours, theirs)
+            )
             worst_diff = max(worst_diff, float((a - b).abs().max()))
             worst_cos = min(worst_cos, float(torch.nn.functional.cosine_similarity(a, b, dim=0)))
     return {"max_abs_diff": worst_diff, "worst_cosine": worst_cos}

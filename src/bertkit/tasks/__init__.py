@@ -7,12 +7,13 @@ optimisers or checkpoints; the loop knows nothing about labels or spans.
 A *feature* is a dict of plain lists/numbers: `input_ids`, `token_type_ids`, `example` (the index of
 the example it came from: long inputs give several windows) and the task's targets.
 """
+
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,15 +21,11 @@ from torch import nn
 from bertkit.data.collate import length_grouped_batches
 from bertkit.errors import BertkitError, suggest
 
-
-class Feature(TypedDict, total=False):
-    """One model input (a text, or one window of a long text) and its targets."""
-
-    input_ids: list[int]  # [CLS] ... [SEP] (... [SEP])
-    token_type_ids: list[int]  # 0 for the first segment, 1 for the second
-    example: int  # index of the example it came from (several windows share one)
-    label: Any  # the task's target(s): a class index, a float, per-token labels, a span ...
-
+Feature = dict[str, Any]
+"""One model input (a text, or one window of a long text) and its targets: `input_ids` ([CLS] ... [SEP]
+(... [SEP])), `token_type_ids` (0 for the first segment, 1 for the second), `example` (the index of the
+example it came from: several windows share one) and the task's targets (`label`: a class index, a
+float, per-token labels; QA's `start`/`end`), plain lists and numbers that `collate` makes tensors of."""
 
 Example = dict[str, Any]
 """A task's unit of data as its `read` returns it: every task's examples carry `line` and `source` (where
@@ -48,6 +45,14 @@ class Task:
     inputs: tuple[str, ...] = ("text",)  # what one input must hold (`bertkit predict`, the server)
     optional_inputs: tuple[str, ...] = ("text_b",)  # what it may hold besides
     windowed: int = 0  # examples split into windows by the last `featurize`
+    default_max_length: int = 128  # tokens per input when the run does not say
+
+    @property
+    def label_set(self) -> list[str]:
+        """The labels, once `fit` (or task.json) has set them."""
+        if self.labels is None:
+            raise BertkitError(f"task `{self.name}` has no labels yet: fit it on training data first")
+        return self.labels
 
     # --- data -------------------------------------------------------------------------------------
     def read(self, path: str) -> list[Example]:
@@ -60,8 +65,13 @@ class Task:
 
     def example(self, record: dict, number: int, source: str = "input") -> Example:
         """The example for one input given as fields (`inputs` + `optional_inputs`), e.g. from a request."""
-        return {"text": record["text"], "text_b": record.get("text_b") or None, "label": None,
-                "line": number, "source": source}
+        return {
+            "text": record["text"],
+            "text_b": record.get("text_b") or None,
+            "label": None,
+            "line": number,
+            "source": source,
+        }
 
     def fit(self, train: list[Example]) -> None:
         """Learn what the data defines (the label set) from the training examples."""
@@ -94,8 +104,9 @@ class Task:
         """This micro-batch's share of the step's mean loss, given the step's summed `loss_counts`."""
         return self.loss(model, batch) * (len(batch["input_ids"]) / totals["examples"])
 
-    def train_batches(self, features, batch_size: int, generator: torch.Generator,
-                      lengths: list[int]) -> list[list[int]]:
+    def train_batches(
+        self, features, batch_size: int, generator: torch.Generator, lengths: list[int]
+    ) -> list[list[int]]:
         """One epoch's batches (indices into `features`): shuffled, grouped by length."""
         return length_grouped_batches(lengths, batch_size, generator)
 
@@ -120,8 +131,10 @@ class Task:
         """config.json's label maps (so transformers' pipelines name the labels)."""
         if not self.labels:
             return {}
-        return {"id2label": {str(i): lab for i, lab in enumerate(self.labels)},
-                "label2id": {lab: i for i, lab in enumerate(self.labels)}}
+        return {
+            "id2label": {str(i): lab for i, lab in enumerate(self.labels)},
+            "label2id": {lab: i for i, lab in enumerate(self.labels)},
+        }
 
     def parts(self, model: nn.Module, metrics: dict) -> list[tuple[str, Task, nn.Module, dict]]:
         """(sub-directory, task, model, metrics) of each model directory a run saves: one, in the run's

@@ -4,16 +4,19 @@ Data: TSV/CSV/JSONL records with `text`, optional `text_b`, and `label`. The hea
 on the pooled [CLS] vector. A text longer than `max_length` is split into overlapping windows; each
 window is trained with the example's label and at prediction time the windows' logits are averaged.
 """
+
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from bertkit.data.readers import read_records
+from bertkit.data.readers import read_lines, read_records
 from bertkit.errors import BertkitError
+from bertkit.metrics import classification_report, confusion_matrix, plot_confusion_matrix, regression_report
 from bertkit.model import BertForSequenceClassification
 from bertkit.tasks import Task, build_input, windows
 
@@ -26,24 +29,36 @@ def read_examples(path: str, numeric: bool) -> list[dict]:
     for number, record in read_records(path):
         for key in ("text", "label"):
             if key not in record or record[key] is None or str(record[key]).strip() == "":
-                raise BertkitError(f"{path}, line {number}: missing `{key}` (fields found: "
-                                   f"{', '.join(record)}); every record needs `text` and `label`, "
-                                   "and `text_b` for sentence pairs")
+                raise BertkitError(
+                    f"{path}, line {number}: missing `{key}` (fields found: "
+                    f"{', '.join(record)}); every record needs `text` and `label`, "
+                    "and `text_b` for sentence pairs"
+                )
         label = record["label"]
         if numeric:
             try:
                 label = float(label)
             except (TypeError, ValueError):
-                raise BertkitError(f"{path}, line {number}: label {label!r} is not a number; "
-                                   "regression needs real-valued labels") from None
+                raise BertkitError(
+                    f"{path}, line {number}: label {label!r} is not a number; regression needs real-valued labels"
+                ) from None
             if not math.isfinite(label):
-                raise BertkitError(f"{path}, line {number}: label {record['label']!r} is not a finite number; "
-                                   "regression needs real-valued labels")
+                raise BertkitError(
+                    f"{path}, line {number}: label {record['label']!r} is not a finite number; "
+                    "regression needs real-valued labels"
+                )
         else:
             label = str(label)
         text_b = record.get("text_b")
-        examples.append({"text": str(record["text"]), "text_b": None if text_b in (None, "") else str(text_b),
-                         "label": label, "line": number, "source": str(path)})
+        examples.append(
+            {
+                "text": str(record["text"]),
+                "text_b": None if text_b in (None, "") else str(text_b),
+                "label": label,
+                "line": number,
+                "source": str(path),
+            }
+        )
     if not examples:
         raise BertkitError(f"{path} holds no examples: expected a header row and one example a line")
     return examples
@@ -51,10 +66,6 @@ def read_examples(path: str, numeric: bool) -> list[dict]:
 
 def read_unlabelled(path: str) -> list[dict]:
     """Records with `text` (and optional `text_b`) from TSV/CSV/JSONL; a .txt file is one text a line."""
-    from pathlib import Path
-
-    from bertkit.data.readers import read_lines
-
     if Path(path).suffix == ".txt":
         rows = [(n, {"text": line}) for n, line in read_lines(path) if line.strip()]
     else:
@@ -62,11 +73,20 @@ def read_unlabelled(path: str) -> list[dict]:
     examples = []
     for number, record in rows:
         if not str(record.get("text") or "").strip():
-            raise BertkitError(f"{path}, line {number}: no `text` (fields found: {', '.join(record)}); "
-                               "give every record a non-empty `text`, or use a .txt file with one text a line")
+            raise BertkitError(
+                f"{path}, line {number}: no `text` (fields found: {', '.join(record)}); "
+                "give every record a non-empty `text`, or use a .txt file with one text a line"
+            )
         text_b = record.get("text_b")
-        examples.append({"text": str(record["text"]), "text_b": None if text_b in (None, "") else str(text_b),
-                         "label": None, "line": number, "source": str(path)})
+        examples.append(
+            {
+                "text": str(record["text"]),
+                "text_b": None if text_b in (None, "") else str(text_b),
+                "label": None,
+                "line": number,
+                "source": str(path),
+            }
+        )
     if not examples:
         raise BertkitError(f"{path} holds no texts to predict")
     return examples
@@ -83,7 +103,7 @@ class ClassifyTask(Task):
 
     @property
     def num_outputs(self) -> int:
-        return len(self.labels)
+        return len(self.label_set)
 
     def read(self, path: str) -> list[dict]:
         return read_examples(path, self.numeric)
@@ -95,20 +115,23 @@ class ClassifyTask(Task):
     def fit(self, train: list[dict]) -> None:
         if self.labels is None:
             self.labels = sorted({e["label"] for e in train})
-        if len(self.labels) < 2:
-            raise BertkitError(f"{train[0]['source']}: only one label ({self.labels[0]!r}) in the "
-                               "training data; classification needs at least two")
+        if len(self.label_set) < 2:
+            raise BertkitError(
+                f"{train[0]['source']}: only one label ({self.label_set[0]!r}) in the "
+                "training data; classification needs at least two"
+            )
 
     def check(self, examples: list[dict], source: str) -> None:
-        known = set(self.labels)
+        known = set(self.label_set)
         for e in examples:
             if e["label"] not in known:
                 raise BertkitError(
                     f"{source}, line {e['line']}: label {e['label']!r} never occurs in the training "
-                    f"data (labels: {', '.join(self.labels)}); fix the label or add training examples")
+                    f"data (labels: {', '.join(self.label_set)}); fix the label or add training examples"
+                )
 
     def target(self, example: dict):
-        return self.labels.index(example["label"]) if example["label"] in self.labels else -100
+        return self.label_set.index(example["label"]) if example["label"] in self.label_set else -100
 
     def featurize(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
         features, self.windowed = [], 0
@@ -121,11 +144,15 @@ class ClassifyTask(Task):
             self.windowed += len(spans) > 1
             for part_a, part_b in spans:
                 ids, types = build_input(tokenizer, part_a, part_b)
-                features.append({"input_ids": ids, "token_type_ids": types, "example": index,
-                                 "label": self.target(e)})
+                features.append({"input_ids": ids, "token_type_ids": types, "example": index, "label": self.target(e)})
         if self.windowed:
-            log.info("%d of %d examples are longer than max_length=%d and were split into overlapping "
-                     "windows (their logits are averaged)", self.windowed, len(examples), max_length)
+            log.info(
+                "%d of %d examples are longer than max_length=%d and were split into overlapping "
+                "windows (their logits are averaged)",
+                self.windowed,
+                len(examples),
+                max_length,
+            )
         return features
 
     @staticmethod
@@ -139,8 +166,11 @@ class ClassifyTask(Task):
             size = budget - len(a)
             return [(a, b[s:t]) for s, t in windows(len(b), size, size // 2)]
         size = budget // 2
-        return [(a[s1:t1], b[s2:t2]) for s1, t1 in windows(len(a), size, size // 2)
-                for s2, t2 in windows(len(b), budget - size, (budget - size) // 2)]
+        return [
+            (a[s1:t1], b[s2:t2])
+            for s1, t1 in windows(len(a), size, size // 2)
+            for s2, t2 in windows(len(b), budget - size, (budget - size) // 2)
+        ]
 
     def build_model(self, config):
         return BertForSequenceClassification(config, self.num_outputs)
@@ -163,25 +193,24 @@ class ClassifyTask(Task):
 
     def decode(self, outputs, features, examples) -> list[dict]:
         probs = self._merged(outputs, features, len(examples)).softmax(-1)
-        return [{"label": self.labels[int(p.argmax())],
-                 "probabilities": {lab: round(float(x), 6) for lab, x in zip(self.labels, p)}}
-                for p in probs]
+        return [
+            {
+                "label": self.label_set[int(p.argmax())],
+                "probabilities": {lab: round(float(x), 6) for lab, x in zip(self.label_set, p)},
+            }
+            for p in probs
+        ]
 
     def metrics(self, predictions, examples) -> dict[str, float]:
-        from bertkit.metrics import classification_report
-
-        return classification_report([p["label"] for p in predictions], [e["label"] for e in examples],
-                                     self.labels)
+        return classification_report([p["label"] for p in predictions], [e["label"] for e in examples], self.label_set)
 
     def state(self) -> dict:
         return {"task": self.name, "labels": self.labels}
 
     def report(self, out_dir, predictions, examples) -> None:
         """confusion.png: gold labels down, predicted across."""
-        from bertkit.metrics import confusion_matrix, plot_confusion_matrix
-
-        matrix = confusion_matrix([p["label"] for p in predictions()], [e["label"] for e in examples], self.labels)
-        plot_confusion_matrix(matrix, self.labels, out_dir / "confusion.png")
+        matrix = confusion_matrix([p["label"] for p in predictions()], [e["label"] for e in examples], self.label_set)
+        plot_confusion_matrix(matrix, self.label_set, out_dir / "confusion.png")
 
 
 class RegressionTask(ClassifyTask):
@@ -221,6 +250,4 @@ class RegressionTask(ClassifyTask):
         return [{"score": round(float(s), 6)} for s in scores]
 
     def metrics(self, predictions, examples):
-        from bertkit.metrics import regression_report
-
         return regression_report([p["score"] for p in predictions], [e["label"] for e in examples])

@@ -14,6 +14,7 @@ tags words, not word pieces, so it gathers each word's first-piece logits to the
 (dropping [CLS], [SEP], later pieces and padding) before calling the CRF; a mask with holes in it
 would chain transitions across the holes, so it is refused rather than silently misread.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,7 +38,8 @@ def _split(label: str, scheme: str) -> tuple[str, str]:
         raise BertkitError(
             f"label `{label}` is not a {scheme} label: expected `O` or one of "
             f"{', '.join(p + '-TYPE' for p in SCHEMES[scheme])}. Fix the label list, or pass "
-            f"scheme=\"BIOES\" if the data uses E-/S- tags (IOB1 data must be converted to BIO first)")
+            f'scheme="BIOES" if the data uses E-/S- tags (IOB1 data must be converted to BIO first)'
+        )
     return prefix, kind
 
 
@@ -50,8 +52,7 @@ def allowed_transitions(labels: list[str], scheme: str = "BIO"):
     (`B-*`, `S-*`) or `O` may only come once the previous one is closed (after `E`, `S` or `O`).
     """
     if scheme not in SCHEMES:
-        raise BertkitError(f"unknown tagging scheme `{scheme}`{suggest(scheme, SCHEMES)}; "
-                           f"use one of {sorted(SCHEMES)}")
+        raise BertkitError(f"unknown tagging scheme `{scheme}`{suggest(scheme, SCHEMES)}; use one of {sorted(SCHEMES)}")
     parts = [_split(label, scheme) for label in labels]
     L = len(labels)
     start = torch.zeros(L, dtype=torch.bool)
@@ -95,10 +96,15 @@ class CRF(nn.Module):
         `torch.where` (not an in-place fill) so the forbidden entries get zero gradient and the
         parameters behind them never move.
         """
+
         def pin(p, allowed):
             return torch.where(allowed, p, torch.full_like(p, forbidden))
-        return (pin(self.start, self.start_mask), pin(self.transitions, self.transition_mask),
-                pin(self.end, self.end_mask))
+
+        return (
+            pin(self.start, self.start_mask),
+            pin(self.transitions, self.transition_mask),
+            pin(self.end, self.end_mask),
+        )
 
     def forward(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor | None = None):
         """Mean over the batch of -log p(tags | emissions); emissions [B, T, L], tags, mask [B, T].
@@ -164,12 +170,16 @@ class CRF(nn.Module):
         """The mask as bool [B, T] (all True when None), refused unless every row is a prefix."""
         B, T, L = emissions.shape
         if L != len(self.labels):
-            raise BertkitError(f"emissions have {L} labels but the CRF was built for {len(self.labels)} "
-                               f"({self.labels}); build the head and the CRF from one label list")
+            raise BertkitError(
+                f"emissions have {L} labels but the CRF was built for {len(self.labels)} "
+                f"({self.labels}); build the head and the CRF from one label list"
+            )
         if mask is None:
             return torch.ones(B, T, dtype=torch.bool, device=emissions.device)
         mask = mask.bool()
         if T == 0 or not bool(mask[:, 0].all()) or bool((mask[:, 1:] & ~mask[:, :-1]).any()):
-            raise BertkitError("CRF mask must be left-aligned with the first position on in every row "
-                               "(1 1 1 0 0); gather the word positions to the left before calling the CRF")
+            raise BertkitError(
+                "CRF mask must be left-aligned with the first position on in every row "
+                "(1 1 1 0 0); gather the word positions to the left before calling the CRF"
+            )
         return mask

@@ -12,6 +12,7 @@ on its own head. How often each task is drawn:
 Features carry `task` (the task's index) and `example` (an index into the combined example list);
 the model is a `MultiTaskModel` whose heads are the tasks' own models sharing one `bert`.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -52,9 +53,17 @@ class MultiTask(Task):
         self.tasks, self.names = dict(tasks), list(tasks)
         self.sampling, self.temperature = sampling, temperature
 
+    @property
+    def default_max_length(self) -> int:  # type: ignore[override]
+        return max(t.default_max_length for t in self.tasks.values())
+
     def state(self) -> dict:
-        return {"task": self.name, "tasks": {name: t.state() for name, t in self.tasks.items()},
-                "sampling": self.sampling, "temperature": self.temperature}
+        return {
+            "task": self.name,
+            "tasks": {name: t.state() for name, t in self.tasks.items()},
+            "sampling": self.sampling,
+            "temperature": self.temperature,
+        }
 
     # Examples are the tasks' own, tagged with the task's index.
     def tag(self, name: str, examples: list[dict]) -> list[dict]:
@@ -63,7 +72,7 @@ class MultiTask(Task):
 
     def _split(self, items: list[dict]) -> list[list[int]]:
         """Indices of `items` per task."""
-        parts = [[] for _ in self.names]
+        parts: list[list[int]] = [[] for _ in self.names]
         for i, item in enumerate(items):
             parts[item["task"]].append(i)
         return parts
@@ -78,17 +87,19 @@ class MultiTask(Task):
     def build_model(self, config) -> MultiTaskModel:
         return MultiTaskModel({name: task.build_model(config) for name, task in self.tasks.items()})
 
-    def train_batches(self, features: list[dict], batch_size: int, g: torch.Generator,
-                      lengths: list[int] | None = None) -> list[list[int]]:
+    def train_batches(
+        self, features: list[dict], batch_size: int, g: torch.Generator, lengths: list[int] | None = None
+    ) -> list[list[int]]:
         """One epoch of single-task batches (as many as the tasks have in all), drawn as configured."""
         per_task = []
         for indices in self._split(features):
             lengths = [len(features[i]["input_ids"]) for i in indices]
             per_task.append([[indices[j] for j in b] for b in length_grouped_batches(lengths, batch_size, g)])
         sizes = torch.tensor([len(b) for b in per_task], dtype=torch.double)
+        order: list[int]
         if self.sampling == "proportional":
-            order = torch.cat([torch.full((len(b),), t) for t, b in enumerate(per_task)])
-            order = order[torch.randperm(len(order), generator=g)].tolist()
+            tasks = torch.cat([torch.full((len(b),), t) for t, b in enumerate(per_task)])
+            order = tasks[torch.randperm(len(tasks), generator=g)].tolist()
         else:
             weights = sizes ** (1.0 / self.temperature)
             order = torch.multinomial(weights, int(sizes.sum()), replacement=True, generator=g).tolist()
@@ -126,7 +137,7 @@ class MultiTask(Task):
                 continue
             for g, p in zip(example_parts[t], self.tasks[name].decode(sub_outputs, sub_features, sub_examples)):
                 predictions[g] = {"task": name, **p}
-        return predictions
+        return [p if p is not None else {} for p in predictions]
 
     def metrics(self, predictions, examples) -> dict[str, float]:
         """`{task}.{metric}` for every task, and `score`, the mean of the tasks' main metrics, each on a
@@ -142,14 +153,17 @@ class MultiTask(Task):
         out["score"] = statistics.mean(mains)
         return out
 
-    def pretrained_target(self, model: MultiTaskModel) -> nn.Module:
+    def pretrained_target(self, model: nn.Module) -> nn.Module:
+        assert isinstance(model, MultiTaskModel)
         return model.heads[self.names[0]]  # its `bert` is every head's
 
-    def parts(self, model: MultiTaskModel, metrics: dict) -> list:
+    def parts(self, model: nn.Module, metrics: dict) -> list:
+        assert isinstance(model, MultiTaskModel)
         split = self.per_task(metrics)
         return [(name, self.tasks[name], model.heads[name], split[name]) for name in self.names]
 
     def per_task(self, metrics: dict) -> dict[str, dict]:
         """Split `{task}.{metric}` keys back into one dict per task."""
-        return {name: {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith(name + ".")}
-                for name in self.names}
+        return {
+            name: {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith(name + ".")} for name in self.names
+        }

@@ -19,6 +19,7 @@ that window: a CRF would have to score an impossible `I-X` start; the neighbouri
 
 Shapes: B = batch, T = pieces, W = tagged words in a row, L = labels.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,6 +41,7 @@ from bertkit.data.tagging import (
     token_line,
 )
 from bertkit.errors import BertkitError, suggest
+from bertkit.metrics import entity_report
 from bertkit.model import BertForTokenClassification
 from bertkit.tasks import Task, build_input, windows
 from bertkit.tasks.crf import CRF, SCHEMES, allowed_transitions
@@ -47,6 +49,8 @@ from bertkit.tasks.crf import CRF, SCHEMES, allowed_transitions
 log = logging.getLogger("bertkit")
 
 HEADS = ("softmax", "crf")
+
+
 def _compact(x: torch.Tensor, where: torch.Tensor, *others: torch.Tensor):
     """Gather each row's positions where `where` holds to its left: x [B, T, L] -> [B, W, L],
     mask [B, W] (left-aligned, as the CRF needs), and every `others` [B, T] -> [B, W]."""
@@ -60,10 +64,10 @@ def _compact(x: torch.Tensor, where: torch.Tensor, *others: torch.Tensor):
 
 def _viterbi(crf: CRF, emissions: list, chunk: int = 256) -> list[list[int]]:
     """The CRF's best path for each sentence's word scores [W, L] (None: no words), batched by length."""
-    paths = [[] for _ in emissions]
+    paths: list[list[int]] = [[] for _ in emissions]
     order = sorted((i for i, x in enumerate(emissions) if x is not None), key=lambda i: len(emissions[i]))
     for c in range(0, len(order), chunk):
-        part = order[c:c + chunk]
+        part = order[c : c + chunk]
         lengths = torch.tensor([len(emissions[i]) for i in part])
         padded = torch.nn.utils.rnn.pad_sequence([emissions[i] for i in part], batch_first=True)  # [B, W, L]
         mask = torch.arange(int(lengths.max())) < lengths[:, None]
@@ -98,13 +102,21 @@ class NerTask(Task):
         if head not in HEADS:
             raise BertkitError(f"unknown NER head `{head}`{suggest(head, HEADS)}; use one of: {', '.join(HEADS)}")
         if scheme is not None and scheme not in SCHEMES:
-            raise BertkitError(f"unknown tagging scheme `{scheme}`{suggest(scheme, SCHEMES)}; "
-                               f"use one of: {', '.join(SCHEMES)}")
+            raise BertkitError(
+                f"unknown tagging scheme `{scheme}`{suggest(scheme, SCHEMES)}; use one of: {', '.join(SCHEMES)}"
+            )
         self.labels = list(labels) if labels is not None else None
         self.head, self.scheme, self.windowed = head, scheme, 0
         if self.labels is not None:
             self.scheme = scheme or ("BIOES" if any(t[0] in "ES" for t in self.labels) else "BIO")
             allowed_transitions(self.labels, self.scheme)  # rejects labels the scheme cannot hold
+
+    @property
+    def fitted_scheme(self) -> str:
+        """BIO or BIOES, once `fit` (or task.json) has set it."""
+        if self.scheme is None:
+            raise BertkitError("ner: no tagging scheme yet: fit the task on training data first")
+        return self.scheme
 
     def read(self, path: str) -> list[dict]:
         return read_cluener(path, self.scheme or "BIO") if is_json_lines(path) else read_conll(path)
@@ -113,8 +125,11 @@ class NerTask(Task):
         """Raw text a line (or JSON lines with `text`), split into words; CoNLL files keep their tokens."""
         if Path(path).suffix.lower() in (".conll", ".bio"):
             return read_conll(path, labelled=False)
-        records = json_lines(path) if is_json_lines(path) else (
-            (n, {"text": line}) for n, line in read_lines(path) if line.strip())
+        records = (
+            json_lines(path)
+            if is_json_lines(path)
+            else ((n, {"text": line}) for n, line in read_lines(path) if line.strip())
+        )
         examples = []
         for number, record in records:
             text = record["text"]
@@ -134,9 +149,11 @@ class NerTask(Task):
             self.scheme = "BIOES" if any(t[0] in "ES" for e in train for t in e["tags"]) else "BIO"
         if self.labels is None:
             self.labels = ["O"] + sorted({t for e in train for t in e["tags"]} - {"O"})
-        if len(self.labels) < 2 or "O" not in self.labels:
-            raise BertkitError(f"{train[0]['source']}: labels {self.labels} need `O` and at least one entity "
-                               "tag; check that the training file is tagged")
+        if len(self.label_set) < 2 or "O" not in self.label_set:
+            raise BertkitError(
+                f"{train[0]['source']}: labels {self.label_set} need `O` and at least one entity "
+                "tag; check that the training file is tagged"
+            )
         self._validate(train, train[0]["source"])
 
     def check(self, examples: list[dict], source: str) -> None:
@@ -144,37 +161,42 @@ class NerTask(Task):
 
     def _validate(self, examples: list[dict], source: str) -> None:
         """Every tag known and allowed by the scheme, every sentence a valid sequence; errors name the line."""
-        index = {t: i for i, t in enumerate(self.labels)}
+        index = {t: i for i, t in enumerate(self.label_set)}
         for e in examples:
             for i, tag in enumerate(e["tags"]):
-                if tag != "O" and tag[0] not in SCHEMES[self.scheme]:
-                    raise BertkitError(f"{source}, line {token_line(e, i)}: {tag!r} is not a {self.scheme} tag; "
-                                       "pass scheme=\"BIOES\" for E-/S- tags, or retag the file")
+                if tag != "O" and tag[0] not in SCHEMES[self.fitted_scheme]:
+                    raise BertkitError(
+                        f"{source}, line {token_line(e, i)}: {tag!r} is not a {self.fitted_scheme} tag; "
+                        'pass scheme="BIOES" for E-/S- tags, or retag the file'
+                    )
                 if tag not in index:
-                    raise BertkitError(f"{source}, line {token_line(e, i)}: tag {tag!r} never occurs in the training "
-                                       f"data (labels: {', '.join(self.labels)}); fix the tag or add training "
-                                       "sentences that use it")
-        start, trans, end = (m.tolist() for m in allowed_transitions(self.labels, self.scheme))
+                    raise BertkitError(
+                        f"{source}, line {token_line(e, i)}: tag {tag!r} never occurs in the training "
+                        f"data (labels: {', '.join(self.label_set)}); fix the tag or add training "
+                        "sentences that use it"
+                    )
+        start, trans, end = (m.tolist() for m in allowed_transitions(self.label_set, self.fitted_scheme))
         for e in examples:
             ids = [index[t] for t in e["tags"]]
             for i, j in enumerate(ids):
                 if not (start[j] if i == 0 else trans[ids[i - 1]][j]):
-                    self._sequence_error(source, e, i, "start a sentence" if i == 0 else
-                                         f"follow {e['tags'][i - 1]!r}")
+                    self._sequence_error(source, e, i, "start a sentence" if i == 0 else f"follow {e['tags'][i - 1]!r}")
             if ids and not end[ids[-1]]:
                 self._sequence_error(source, e, len(ids) - 1, "end a sentence")
 
     def _sequence_error(self, source: str, e: dict, i: int, what: str):
-        raise BertkitError(f"{source}, line {token_line(e, i)}: {e['tags'][i]!r} cannot {what} in {self.scheme}; "
-                           "an entity opens with B- (IOB1 data, where it may open with I-, must be "
-                           "converted to BIO) and, in BIOES, closes with E-: fix the tags")
+        raise BertkitError(
+            f"{source}, line {token_line(e, i)}: {e['tags'][i]!r} cannot {what} in {self.fitted_scheme}; "
+            "an entity opens with B- (IOB1 data, where it may open with I-, must be "
+            "converted to BIO) and, in BIOES, closes with E-: fix the tags"
+        )
 
     def featurize(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
         size = max_length - 2  # pieces per window besides [CLS] and [SEP]
         if size < 1:
             raise BertkitError(f"max_length={max_length} leaves no room for text; use e.g. 128")
-        label_id = {t: i for i, t in enumerate(self.labels)}
-        start_ok, _, end_ok = (m.tolist() for m in allowed_transitions(self.labels, self.scheme))
+        label_id = {t: i for i, t in enumerate(self.label_set)}
+        start_ok, _, end_ok = (m.tolist() for m in allowed_transitions(self.label_set, self.fitted_scheme))
         encoded = tokenizer.encode_words_batch([e["tokens"] for e in examples])
         features, self.windowed = [], 0
         for index, (e, (ids, word_ids)) in enumerate(zip(examples, encoded)):
@@ -191,12 +213,23 @@ class NerTask(Task):
                 labels = [IGNORE] + label_at[s:t] + [IGNORE]
                 if len(spans) > 1:
                     self._trim_cut_entity(labels, start_ok, end_ok)
-                features.append({"input_ids": input_ids, "token_type_ids": types, "example": index,
-                                 "label": labels, "words": [IGNORE] + word_at[s:t] + [IGNORE]})
+                features.append(
+                    {
+                        "input_ids": input_ids,
+                        "token_type_ids": types,
+                        "example": index,
+                        "label": labels,
+                        "words": [IGNORE] + word_at[s:t] + [IGNORE],
+                    }
+                )
         if self.windowed:
-            log.info("%d of %d sentences are longer than max_length=%d and were split into overlapping "
-                     "windows (each word is tagged from the window where it is most central)",
-                     self.windowed, len(examples), max_length)
+            log.info(
+                "%d of %d sentences are longer than max_length=%d and were split into overlapping "
+                "windows (each word is tagged from the window where it is most central)",
+                self.windowed,
+                len(examples),
+                max_length,
+            )
         return features
 
     @staticmethod
@@ -215,9 +248,9 @@ class NerTask(Task):
     def build_model(self, config):
         if self.labels is None:
             raise BertkitError("the NER task has no labels yet: call fit(train) first, or pass labels=")
-        model = BertForTokenClassification(config, len(self.labels))
+        model = BertForTokenClassification(config, len(self.label_set))
         if self.head == "crf":
-            model.crf = CRF(self.labels, self.scheme)  # saved as crf.start / crf.end / crf.transitions
+            model.crf = CRF(self.label_set, self.fitted_scheme)  # saved as crf.start / crf.end / crf.transitions
         return model
 
     def loss(self, model, batch) -> torch.Tensor:
@@ -246,7 +279,7 @@ class NerTask(Task):
         rows = [row for out in outputs for row in out["logits"]]
         crf = None
         if self.head == "crf" and outputs:
-            crf = CRF(self.labels, self.scheme)
+            crf = CRF(self.label_set, self.fitted_scheme)
             crf.load_state_dict(outputs[0]["crf"])  # what `forward` took from the model
         # best[example][word] = (pieces to the nearer window edge, [L] scores from that window)
         best: list[dict[int, tuple]] = [{} for _ in examples]
@@ -267,7 +300,7 @@ class NerTask(Task):
             ids = [x.argmax(-1).tolist() if x is not None else [] for x in emissions]
         predictions = []
         for e, ws, path in zip(examples, words, ids):
-            tags = _fill(len(e["tokens"]), {w: self.labels[j] for w, j in zip(ws, path)})
+            tags = _fill(len(e["tokens"]), {w: self.label_set[j] for w, j in zip(ws, path)})
             predictions.append({"tags": tags, "entities": self.entities(tags, e)})
         return predictions
 
@@ -275,16 +308,21 @@ class NerTask(Task):
         """Entities with end-exclusive character offsets into example["text"]. Extraction is seqeval's
         strict mode, as in the metrics: a chunk that does not open with B- (or S-) is no entity, so a
         softmax head's `O I-PER` yields nothing."""
-        found = Entities([tags], IOB2 if self.scheme == "BIO" else IOBES).entities[0]
+        found = Entities([tags], IOB2 if self.fitted_scheme == "BIO" else IOBES).entities[0]
         spans, text = example["spans"], example["text"]
-        return [{"type": ent.tag, "text": text[spans[ent.start][0]:spans[ent.end - 1][1]],
-                 "start": spans[ent.start][0], "end": spans[ent.end - 1][1]} for ent in found]
+        return [
+            {
+                "type": ent.tag,
+                "text": text[spans[ent.start][0] : spans[ent.end - 1][1]],
+                "start": spans[ent.start][0],
+                "end": spans[ent.end - 1][1],
+            }
+            for ent in found
+        ]
 
     def metrics(self, predictions, examples) -> dict[str, float]:
         """Entity precision / recall / F1 (seqeval strict) and per type `TYPE_f1` etc. as flat keys."""
-        from bertkit.metrics import entity_report
-
-        report = entity_report([p["tags"] for p in predictions], [e["tags"] for e in examples], self.scheme)
+        report = entity_report([p["tags"] for p in predictions], [e["tags"] for e in examples], self.fitted_scheme)
         flat = {k: report[k] for k in ("precision", "recall", "f1")}
         for kind, values in report["per_type"].items():
             flat.update({f"{kind}_{k}": v for k, v in values.items()})

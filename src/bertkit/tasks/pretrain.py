@@ -15,6 +15,7 @@ Without NSP (data built with `nsp: false`) the model is still `BertForPreTrainin
 directory has one architecture and a continued checkpoint keeps its pooler; the pooler and the NSP
 head are frozen (`freeze_nsp`) and carried through unchanged, and only the MLM loss is trained.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,6 +45,8 @@ def freeze_nsp(model: BertForPreTraining) -> list[str]:
     """Stop training the pooler and the NSP head (data without sentence pairs); their names."""
     names = []
     for prefix, module in (("bert.pooler.", model.bert.pooler), ("nsp.", model.nsp)):
+        if module is None:
+            continue
         for name, p in module.named_parameters():
             p.requires_grad_(False)
             names.append(prefix + name)
@@ -85,8 +88,9 @@ class PretrainTask(Task):
         counts["examples"]). Without `counts`, the batch's own counts: the mean over the batch."""
         counts = counts or self.loss_counts(batch)
         mlm, nsp, targets = self.logits(model, batch)
-        loss = F.cross_entropy(mlm.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE,
-                               reduction="sum") / max(counts["masked"], 1)
+        loss = F.cross_entropy(
+            mlm.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum"
+        ) / max(counts["masked"], 1)
         if self.nsp:
             loss = loss + F.cross_entropy(nsp.float(), batch["nsp_label"], reduction="sum") / counts["examples"]
         return loss
@@ -99,10 +103,14 @@ class PretrainTask(Task):
         """Per instance: MLM loss summed over its masked tokens, correct and masked counts, NSP correct."""
         mlm, nsp, targets = self.logits(model, batch)
         real = targets != IGNORE  # [B, P]
-        token_loss = F.cross_entropy(mlm.float().transpose(1, 2), targets, ignore_index=IGNORE,
-                                     reduction="none")  # [B, P], 0 at padding
-        out = {"mlm_loss": token_loss.sum(1), "mlm_correct": ((mlm.argmax(-1) == targets) & real).sum(1),
-               "mlm_count": real.sum(1)}
+        token_loss = F.cross_entropy(
+            mlm.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none"
+        )  # [B, P], 0 at padding
+        out = {
+            "mlm_loss": token_loss.sum(1),
+            "mlm_correct": ((mlm.argmax(-1) == targets) & real).sum(1),
+            "mlm_count": real.sum(1),
+        }
         if self.nsp:
             out["nsp_correct"] = nsp.argmax(-1) == batch["nsp_label"]
         return {k: v.float().cpu() for k, v in out.items()}
@@ -118,8 +126,11 @@ class PretrainTask(Task):
     def metrics(self, predictions: list[dict], examples: list) -> dict[str, float]:
         masked = sum(p["mlm_count"] for p in predictions)
         mlm_loss = sum(p["mlm_loss"] for p in predictions) / max(masked, 1)
-        out = {"mlm_accuracy": sum(p["mlm_correct"] for p in predictions) / max(masked, 1),
-               "mlm_loss": mlm_loss, "perplexity": math.exp(min(mlm_loss, 50.0))}
+        out = {
+            "mlm_accuracy": sum(p["mlm_correct"] for p in predictions) / max(masked, 1),
+            "mlm_loss": mlm_loss,
+            "perplexity": math.exp(min(mlm_loss, 50.0)),
+        }
         if self.nsp:
             out["nsp_accuracy"] = sum(p["nsp_correct"] for p in predictions) / len(predictions)
         return out

@@ -20,6 +20,7 @@ answer is sliced from the original context with the tokens' character offsets, s
 (accents, case, CJK). SQuAD 2.0: the null answer scores min over windows of start[0] + end[0] and is
 predicted when it beats the best span (threshold 0).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -34,13 +35,16 @@ import torch.nn.functional as F
 
 from bertkit.data.readers import parse_json, read_records
 from bertkit.errors import BertkitError
+from bertkit.metrics import squad_report
 from bertkit.model import BertForQuestionAnswering
 from bertkit.tasks import Task, build_input
 
 log = logging.getLogger("bertkit")
 
-SHAPE = ('SQuAD JSON: {"data": [{"title": ..., "paragraphs": [{"context": ..., "qas": [{"id": ..., '
-         '"question": ..., "answers": [{"text": ..., "answer_start": ...}]}]}]}]}')
+SHAPE = (
+    'SQuAD JSON: {"data": [{"title": ..., "paragraphs": [{"context": ..., "qas": [{"id": ..., '
+    '"question": ..., "answers": [{"text": ..., "answer_start": ...}]}]}]}]}'
+)
 
 
 # --- Reading ----------------------------------------------------------------------------------------
@@ -55,8 +59,9 @@ def _squad_json(p: Path):
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise BertkitError(f"{p}: not valid UTF-8 (byte {e.start}); re-save the file as UTF-8") from None
-    data = parse_json(text, str(p), f"expected {SHAPE}, or name the file .jsonl for one question a line",
-                      whole_file=True)
+    data = parse_json(
+        text, str(p), f"expected {SHAPE}, or name the file .jsonl for one question a line", whole_file=True
+    )
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise BertkitError(f"{p}: no `data` list at the top; expected {SHAPE}")
     for i, article in enumerate(data["data"]):
@@ -67,8 +72,10 @@ def _squad_json(p: Path):
             context = _field(paragraph, "context", str, p, place)
             for k, qa in enumerate(_field(paragraph, "qas", list, p, place)):
                 if not isinstance(qa, dict) or "id" not in qa:
-                    raise BertkitError(f"{p}, {place}, question #{k}: not an object with an `id`; give "
-                                       f"every question a unique id, as in {SHAPE}")
+                    raise BertkitError(
+                        f"{p}, {place}, question #{k}: not an object with an `id`; give "
+                        f"every question a unique id, as in {SHAPE}"
+                    )
                 yield f"{place}, question {qa['id']}", {**qa, "context": context}
 
 
@@ -78,8 +85,10 @@ def _field(record, key: str, kind: type, p, where: str):
         found = ", ".join(record) if isinstance(record, dict) else type(record).__name__
         raise BertkitError(f"{p}, {where}: missing `{key}` (found: {found}); add it, as in {SHAPE}")
     if not isinstance(record[key], kind) or (kind is int and isinstance(record[key], bool)):
-        raise BertkitError(f"{p}, {where}: `{key}` should be a {kind.__name__}, got "
-                           f"{type(record[key]).__name__} {str(record[key])[:40]!r}; fix it, as in {SHAPE}")
+        raise BertkitError(
+            f"{p}, {where}: `{key}` should be a {kind.__name__}, got "
+            f"{type(record[key]).__name__} {str(record[key])[:40]!r}; fix it, as in {SHAPE}"
+        )
     return record[key]
 
 
@@ -96,23 +105,38 @@ def _example(p, where: str, record: dict, labelled: bool) -> dict:
         for n, answer in enumerate(_field(record, "answers", list, p, where)):
             text = _field(answer, "text", str, p, f"{where}, answer {n}")
             start = _field(answer, "answer_start", int, p, f"{where}, answer {n}")
-            if start < 0 or context[start: start + len(text)] != text:
+            if start < 0 or context[start : start + len(text)] != text:
                 found = context.find(text)
-                hint = (f"the text occurs at answer_start={found}" if found >= 0
-                        else "the text does not occur in the context at all")
+                hint = (
+                    f"the text occurs at answer_start={found}"
+                    if found >= 0
+                    else "the text does not occur in the context at all"
+                )
                 raise BertkitError(
                     f"{p}, {where}, answer {n}: context[{start}:{start + len(text)}] is "
-                    f"{context[start: start + len(text)]!r}, not the answer {text!r} ({hint}); fix "
-                    "answer_start or the text so that context[answer_start:answer_start+len(text)] == text")
+                    f"{context[start : start + len(text)]!r}, not the answer {text!r} ({hint}); fix "
+                    "answer_start or the text so that context[answer_start:answer_start+len(text)] == text"
+                )
             answers.append({"text": text, "start": start})
         if not answers:
-            raise BertkitError(f"{p}, {where}: no answers; give at least one, or mark an unanswerable "
-                               'question (SQuAD 2.0) with "is_impossible": true')
+            raise BertkitError(
+                f"{p}, {where}: no answers; give at least one, or mark an unanswerable "
+                'question (SQuAD 2.0) with "is_impossible": true'
+            )
     elif labelled and record.get("answers"):
-        raise BertkitError(f"{p}, {where}: marked is_impossible but has answers; drop the answers "
-                           "(SQuAD 2.0 keeps them as `plausible_answers`) or the is_impossible flag")
-    return {"id": str(record["id"]), "question": question, "context": context, "answers": answers,
-            "impossible": impossible and labelled, "line": where, "source": str(p)}
+        raise BertkitError(
+            f"{p}, {where}: marked is_impossible but has answers; drop the answers "
+            "(SQuAD 2.0 keeps them as `plausible_answers`) or the is_impossible flag"
+        )
+    return {
+        "id": str(record["id"]),
+        "question": question,
+        "context": context,
+        "answers": answers,
+        "impossible": impossible and labelled,
+        "line": where,
+        "source": str(p),
+    }
 
 
 def read_squad(path, labelled: bool = True) -> list[dict]:
@@ -124,12 +148,15 @@ def read_squad(path, labelled: bool = True) -> list[dict]:
         records = ((f"line {n}", {"id": f"line-{n}", **r}) for n, r in read_records(p))
     else:
         records = _squad_json(p)
-    examples, seen = [], {}
+    examples: list[dict] = []
+    seen: dict[str, str] = {}
     for where, record in records:
         e = _example(p, where, record, labelled)
         if e["id"] in seen:
-            raise BertkitError(f"{p}, {where}: question id {e['id']!r} was already used by {seen[e['id']]}; "
-                               "ids key the predictions, so give every question its own")
+            raise BertkitError(
+                f"{p}, {where}: question id {e['id']!r} was already used by {seen[e['id']]}; "
+                "ids key the predictions, so give every question its own"
+            )
         seen[e["id"]] = where
         examples.append(e)
     if not examples:
@@ -184,19 +211,33 @@ class QATask(Task):
     name = "qa"
     main_metric = "f1"
     metric_scale = 100.0  # EM and F1 are percentages, as in the SQuAD scripts
+    default_max_length = 384  # run_squad.py's: room for a question and a useful stretch of context
     inputs = ("question", "context")
     optional_inputs = ("id",)
 
-    def __init__(self, labels=None, doc_stride: int = 128, max_query_length: int = 64,
-                 max_answer_length: int = 30, n_best: int = 20, version: str | None = None):
+    def __init__(
+        self,
+        labels=None,
+        doc_stride: int = 128,
+        max_query_length: int = 64,
+        max_answer_length: int = 30,
+        n_best: int = 20,
+        version: str | None = None,
+    ):
         # `labels` is accepted (and ignored) so that every task is built the same way.
-        for key, value in (("doc_stride", doc_stride), ("max_query_length", max_query_length),
-                           ("max_answer_length", max_answer_length), ("n_best", n_best)):
+        for key, value in (
+            ("doc_stride", doc_stride),
+            ("max_query_length", max_query_length),
+            ("max_answer_length", max_answer_length),
+            ("n_best", n_best),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise BertkitError(f"qa: {key} must be a positive whole number, got {value!r}")
         if version not in (None, "1.1", "2.0"):
-            raise BertkitError(f"qa: version {version!r} is not a SQuAD version; use '1.1', '2.0' or "
-                               "leave it out to detect it from the training data")
+            raise BertkitError(
+                f"qa: version {version!r} is not a SQuAD version; use '1.1', '2.0' or "
+                "leave it out to detect it from the training data"
+            )
         self.doc_stride, self.max_query_length = doc_stride, max_query_length
         self.max_answer_length, self.n_best, self.version = max_answer_length, n_best, version
         self.windowed = 0
@@ -208,20 +249,34 @@ class QATask(Task):
         return read_squad(path, labelled=False)
 
     def example(self, record: dict, number: int, source: str = "input") -> dict:
-        return {"id": str(record.get("id") or f"input-{number}"), "question": record["question"],
-                "context": record["context"], "answers": [], "impossible": False, "line": f"input {number}", "source": source}
+        return {
+            "id": str(record.get("id") or f"input-{number}"),
+            "question": record["question"],
+            "context": record["context"],
+            "answers": [],
+            "impossible": False,
+            "line": f"input {number}",
+            "source": source,
+        }
 
     def fit(self, train: list[dict]) -> None:
         if self.version is None:  # SQuAD 2.0 = there are unanswerable questions to learn
             self.version = "2.0" if any(e["impossible"] for e in train) else "1.1"
-            log.info("qa: SQuAD %s data (%s)", self.version, "some questions are unanswerable"
-                     if self.version == "2.0" else "every question has an answer")
+            log.info(
+                "qa: SQuAD %s data (%s)",
+                self.version,
+                "some questions are unanswerable" if self.version == "2.0" else "every question has an answer",
+            )
 
     def check(self, examples: list[dict], source: str) -> None:
         impossible = sum(e["impossible"] for e in examples)
         if impossible and self.version == "1.1":
-            log.warning("%s: %d unanswerable questions, but the model was trained on SQuAD 1.1 data and "
-                        "always answers: they will score 0", source, impossible)
+            log.warning(
+                "%s: %d unanswerable questions, but the model was trained on SQuAD 1.1 data and "
+                "always answers: they will score 0",
+                source,
+                impossible,
+            )
 
     def featurize(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
         """Features {"input_ids", "token_type_ids", "example", "start", "end", "window", "offsets"}.
@@ -235,8 +290,10 @@ class QATask(Task):
         # Tokenize each distinct context once (SQuAD has ~5 questions per paragraph); the library
         # runs the batch on all cores. [1:-1] drops the [CLS]/[SEP] that encode_batch adds.
         contexts = list(dict.fromkeys(e["context"] for e in examples))
-        encoded = {c: (enc.ids[1:-1], enc.offsets[1:-1])
-                   for c, enc in zip(contexts, tokenizer.encode_batch(contexts, max_length=None))}
+        encoded = {
+            c: (enc.ids[1:-1], enc.offsets[1:-1])
+            for c, enc in zip(contexts, tokenizer.encode_batch(contexts, max_length=None))
+        }
         questions = tokenizer.encode_batch([e["question"] for e in examples], max_length=None)
         features, self.windowed, lost, gaps, long_questions = [], 0, 0, 0, 0
         bounds = {}  # context -> (token starts, token ends) for char -> token lookups
@@ -248,7 +305,8 @@ class QATask(Task):
             if budget < 1:
                 raise BertkitError(
                     f"{e['source']}, {e['line']}: max_length={max_length} leaves no room for the context "
-                    f"after the {len(query)}-token question; use max_length >= {len(query) + 4}")
+                    f"after the {len(query)}-token question; use max_length >= {len(query) + 4}"
+                )
             answer = None
             if e["answers"]:  # trained on the first gold answer, as run_squad.py does
                 if e["context"] not in bounds:
@@ -262,26 +320,49 @@ class QATask(Task):
             first = len(query) + 2
             for start, end in spans:
                 input_ids, types = build_input(tokenizer, query, ids[start:end])
-                inside = answer is not None and start <= answer[0] and answer[1] < end
-                features.append({
-                    "input_ids": input_ids, "token_type_ids": types, "example": index,
-                    "start": answer[0] - start + first if inside else 0,
-                    "end": answer[1] - start + first if inside else 0,
-                    "window": (first, start, end), "offsets": tuple(offsets[start:end])})
+                a_start, a_end = answer if answer is not None else (-1, -1)
+                inside = answer is not None and start <= a_start and a_end < end
+                features.append(
+                    {
+                        "input_ids": input_ids,
+                        "token_type_ids": types,
+                        "example": index,
+                        "start": a_start - start + first if inside else 0,
+                        "end": a_end - start + first if inside else 0,
+                        "window": (first, start, end),
+                        "offsets": tuple(offsets[start:end]),
+                    }
+                )
         if self.windowed:
-            log.info("qa: %d of %d questions have contexts longer than max_length=%d allows and were split "
-                     "into windows every %d tokens", self.windowed, len(examples), max_length, self.doc_stride)
+            log.info(
+                "qa: %d of %d questions have contexts longer than max_length=%d allows and were split "
+                "into windows every %d tokens",
+                self.windowed,
+                len(examples),
+                max_length,
+                self.doc_stride,
+            )
         if long_questions:
-            log.warning("qa: %d of %d questions are longer than max_query_length=%d tokens and were cut to "
-                        "their first %d (raise --qa.max-query-length to keep more)", long_questions,
-                        len(examples), self.max_query_length, self.max_query_length)
+            log.warning(
+                "qa: %d of %d questions are longer than max_query_length=%d tokens and were cut to "
+                "their first %d (raise --qa.max-query-length to keep more)",
+                long_questions,
+                len(examples),
+                self.max_query_length,
+                self.max_query_length,
+            )
         if gaps:
-            log.warning("qa: for %d questions doc_stride=%d is not below the context tokens a window holds, so "
-                        "their windows do not overlap and an answer across a window edge is whole in none; "
-                        "use a smaller doc_stride or a larger max_length", gaps, self.doc_stride)
+            log.warning(
+                "qa: for %d questions doc_stride=%d is not below the context tokens a window holds, so "
+                "their windows do not overlap and an answer across a window edge is whole in none; "
+                "use a smaller doc_stride or a larger max_length",
+                gaps,
+                self.doc_stride,
+            )
         if lost:
-            log.warning("qa: %d answers cover no token (only spaces or control characters) and are trained "
-                        "as no answer", lost)
+            log.warning(
+                "qa: %d answers cover no token (only spaces or control characters) and are trained as no answer", lost
+            )
         return features
 
     def build_model(self, config):
@@ -297,8 +378,9 @@ class QATask(Task):
     def loss(self, model, batch) -> torch.Tensor:
         start, end = self.logits(model, batch)
         last = start.shape[1] - 1  # targets lie inside their own row; the clamp only guards that
-        return (F.cross_entropy(start, batch["start"].clamp(0, last))
-                + F.cross_entropy(end, batch["end"].clamp(0, last))) / 2
+        return (
+            F.cross_entropy(start, batch["start"].clamp(0, last)) + F.cross_entropy(end, batch["end"].clamp(0, last))
+        ) / 2
 
     def forward(self, model, batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """One (start [n], end [n]) per row, cut to the row's n real tokens."""
@@ -317,12 +399,12 @@ class QATask(Task):
         # Features arrive in the loop's length order: put windows back in doc order for the
         # max-context tie rule.
         windows = sorted(windows, key=lambda w: w[0]["window"][1])
-        owner = max_context_owner([f["window"][1:] for f, _, _ in windows]) if windows else None
+        owner = max_context_owner([f["window"][1:] for f, _, _ in windows]) if windows else np.zeros(0, dtype=int)
         spans, null = [], math.inf  # spans: (score, char start, char end)
         for w, (f, start, end) in enumerate(windows):
             null = min(null, float(start[0] + end[0]))
             first, lo, hi = f["window"]
-            s, t = start[first: first + hi - lo], end[first: first + hi - lo]  # [context tokens]
+            s, t = start[first : first + hi - lo], end[first : first + hi - lo]  # [context tokens]
             # Only starts this window owns; masking before the top-k keeps n_best real candidates.
             a = _top(np.where(owner[lo:hi] == w, s, -np.inf), self.n_best)[:, None]
             b = _top(t, self.n_best)[None, :]
@@ -330,7 +412,8 @@ class QATask(Task):
             for i, j in zip(*np.nonzero(ok)):
                 k, m = a[i, 0], b[0, j]
                 spans.append((float(s[k] + t[m]), f["offsets"][k][0], f["offsets"][m][1]))
-        best, seen = [], set()
+        best: list[dict] = []
+        seen: set[str] = set()
         for score, lo, hi in sorted(spans, key=lambda c: -c[0]):
             text = example["context"][lo:hi]
             if text not in seen:  # the n-best lists distinct answer texts
@@ -339,22 +422,27 @@ class QATask(Task):
             if len(best) == self.n_best:
                 break
         null = null if math.isfinite(null) else 0.0
-        nothing = {"text": "", "score": null, "start": -1, "end": -1}
+        nothing: dict = {"text": "", "score": null, "start": -1, "end": -1}
         if self.version == "2.0":  # an unfitted task (version None) answers, as 1.1
             best = sorted(best + [nothing], key=lambda c: -c["score"])[: self.n_best]
         top = best[0] if best else nothing
         scores = torch.tensor([c["score"] for c in best] or [null], dtype=torch.float64)
         probs = scores.softmax(0).tolist()
-        return {"id": example["id"], "answer": top["text"], "start": top["start"], "end": top["end"],
-                "score": round(top["score"], 6),
-                "n_best": [{"text": c["text"], "score": round(c["score"], 6), "probability": round(p, 6)}
-                           for c, p in zip(best[:5], probs)]}
+        return {
+            "id": example["id"],
+            "answer": top["text"],
+            "start": top["start"],
+            "end": top["end"],
+            "score": round(top["score"], 6),
+            "n_best": [
+                {"text": c["text"], "score": round(c["score"], 6), "probability": round(p, 6)}
+                for c, p in zip(best[:5], probs)
+            ],
+        }
 
     def metrics(self, predictions, examples) -> dict[str, float]:
         """Official SQuAD EM / F1 in percent (0-100, as evaluate-v1.1.py and bertkit.metrics.squad_report),
         with evaluate-v2.0.py's HasAns_* / NoAns_* split when some questions are unanswerable."""
-        from bertkit.metrics import squad_report
-
         answers = {p["id"]: p["answer"] for p in predictions}
 
         def report(subset):
@@ -363,13 +451,21 @@ class QATask(Task):
 
         out = report(examples)
         if any(e["impossible"] for e in examples):
-            for name, subset in (("HasAns", [e for e in examples if e["answers"]]),
-                                 ("NoAns", [e for e in examples if not e["answers"]])):
+            for name, subset in (
+                ("HasAns", [e for e in examples if e["answers"]]),
+                ("NoAns", [e for e in examples if not e["answers"]]),
+            ):
                 if subset:
                     part = report(subset)
                     out.update({f"{name}_exact": part["exact_match"], f"{name}_f1": part["f1"]})
         return out
 
     def state(self) -> dict:
-        return {"task": self.name, "doc_stride": self.doc_stride, "max_query_length": self.max_query_length,
-                "max_answer_length": self.max_answer_length, "n_best": self.n_best, "version": self.version}
+        return {
+            "task": self.name,
+            "doc_stride": self.doc_stride,
+            "max_query_length": self.max_query_length,
+            "max_answer_length": self.max_answer_length,
+            "n_best": self.n_best,
+            "version": self.version,
+        }

@@ -25,6 +25,7 @@ What the training loop does with it (`bertkit.train.loop`):
   same step as 1 process with 32, up to float rounding (tests/test_distributed.py).
 - Only rank 0 writes: logs, metrics.jsonl, plots, checkpoints and the saved model.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from bertkit.errors import BertkitError
 
@@ -57,8 +59,10 @@ def init_distributed(device: str | None = None) -> Dist:
         return Dist()
     for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         if key not in os.environ:
-            raise BertkitError(f"WORLD_SIZE is set but {key} is not: start distributed runs with "
-                               "`torchrun --nproc_per_node N -m bertkit.cli.main ...`")
+            raise BertkitError(
+                f"WORLD_SIZE is set but {key} is not: start distributed runs with "
+                "`torchrun --nproc_per_node N -m bertkit.cli.main ...`"
+            )
     info = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
     cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     if cuda:
@@ -136,8 +140,6 @@ def wrap(model: torch.nn.Module, device: torch.device, unused_parameters: bool =
     those that should not train (e.g. the NSP head without NSP data) must have requires_grad False."""
     if current().world_size == 1:
         return _Loss(model)
-    from torch.nn.parallel import DistributedDataParallel
-
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(_Loss(model), device_ids=ids, find_unused_parameters=unused_parameters)
 

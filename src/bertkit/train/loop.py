@@ -14,6 +14,7 @@ the steps an uninterrupted run would have taken.
 Distributed (`torchrun`, see `bertkit.train.distributed`): the batches are global, every process
 trains on its slice of each, the loss is normalised by global counts, and only rank 0 writes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,6 +38,7 @@ from bertkit.inference import evaluate
 from bertkit.outputs import atomic_path
 from bertkit.train import distributed
 from bertkit.train.optim import OPTIMIZERS, build_optimizer, linear_schedule
+from bertkit.train.plot import plot_metrics
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -47,31 +49,44 @@ log = logging.getLogger("bertkit")
 class TrainConfig:
     data: str | None = option(None, "training data: a file or a fetched name such as mr:train")
     epochs: int = option(3, "passes over the training data", at_least=1)
-    max_steps: int = option(0, "train for this many optimiser steps, going round the data as often as "
-                            "needed (0: `epochs` passes); pretraining is usually measured in steps", at_least=0)
-    batch_size: int = option(32, "examples per optimiser step (split into micro-batches by grad_accum; "
-                             "with torchrun, over all processes together)", at_least=1)
+    max_steps: int = option(
+        0,
+        "train for this many optimiser steps, going round the data as often as "
+        "needed (0: `epochs` passes); pretraining is usually measured in steps",
+        at_least=0,
+    )
+    batch_size: int = option(
+        32,
+        "examples per optimiser step (split into micro-batches by grad_accum; "
+        "with torchrun, over all processes together)",
+        at_least=1,
+    )
     grad_accum: int = option(1, "micro-batches per optimiser step", at_least=1)
     eval_batch_size: int = option(64, "examples per forward pass when evaluating", at_least=1)
-    optimizer: str = option("adamw", "adamw, or lamb (layer-wise trust ratio, for large-batch pretraining)",
-                            choices=OPTIMIZERS)
+    optimizer: str = option(
+        "adamw", "adamw, or lamb (layer-wise trust ratio, for large-batch pretraining)", choices=OPTIMIZERS
+    )
     lr: float = option(5e-5, "peak learning rate", above=0)
-    head_lr: float = option(0.0, "peak learning rate of the task head (classifier, tagger, CRF: what starts "
-                            "from scratch on a pretrained encoder), when it should differ from lr; 0: lr", at_least=0)
-    weight_decay: float = option(0.01, "weight decay (not applied to biases, LayerNorm and CRF scores)",
-                                 at_least=0)
-    warmup: float = option(0.1, "share of the steps spent warming the learning rate up from 0",
-                           at_least=0, at_most=1)
+    head_lr: float = option(
+        0.0,
+        "peak learning rate of the task head (classifier, tagger, CRF: what starts "
+        "from scratch on a pretrained encoder), when it should differ from lr; 0: lr",
+        at_least=0,
+    )
+    weight_decay: float = option(0.01, "weight decay (not applied to biases, LayerNorm and CRF scores)", at_least=0)
+    warmup: float = option(0.1, "share of the steps spent warming the learning rate up from 0", at_least=0, at_most=1)
     max_grad_norm: float = option(1.0, "clip the gradient norm to this (0: no clipping)", at_least=0)
     eval_every: int = option(0, "evaluate every N optimiser steps (0: at the end of every epoch)", at_least=0)
-    patience: int = option(0, "stop after N evaluations without improvement (0: never stop early)",
-                           at_least=0)
+    patience: int = option(0, "stop after N evaluations without improvement (0: never stop early)", at_least=0)
     checkpoint_every: int = option(200, "write a resumable checkpoint every N optimiser steps", at_least=1)
     seed: int = option(42, "seed for initialisation, dropout and data order", at_least=0, at_most=2**32 - 1)
     log_every: int = option(20, "log the training loss every N optimiser steps", at_least=1)
-    precision: str = option("fp32", "fp32, or mixed precision: bf16 (autocast; GPUs since Ampere, CPUs with "
-                            "AMX/AVX512-BF16) or fp16 (autocast with dynamic loss scaling; CUDA only)",
-                            choices=PRECISIONS)
+    precision: str = option(
+        "fp32",
+        "fp32, or mixed precision: bf16 (autocast; GPUs since Ampere, CPUs with "
+        "AMX/AVX512-BF16) or fp16 (autocast with dynamic loss scaling; CUDA only)",
+        choices=PRECISIONS,
+    )
 
 
 def autocast(precision: str, device: torch.device):
@@ -95,9 +110,11 @@ def _rng_state(device: torch.device) -> dict:
     """RNG states as tensors and plain numbers, so the checkpoint loads with `weights_only=True`."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, py_state, py_gauss = random.getstate()
-    state = {"python": [version, torch.tensor(py_state), py_gauss],
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": [version, torch.tensor(py_state), py_gauss],
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
     if device.type == "cuda":  # dropout on the GPU draws from the device's own generator
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -140,8 +157,16 @@ class Trainer:
     training.png, checkpoint/ (the last resumable state) and, through `save_best`, the best model.
     Under torchrun only rank 0 writes (and evaluates); every process trains."""
 
-    def __init__(self, model, task, cfg: TrainConfig, out_dir: str | Path, save_best, pad_id: int = 0,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model,
+        task,
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        save_best,
+        pad_id: int = 0,
+        device: str | torch.device = "cpu",
+    ):
         self.model, self.task, self.cfg = model.to(device), task, cfg
         self.dist = distributed.current()
         self.out = Path(out_dir)
@@ -151,8 +176,7 @@ class Trainer:
         self.state_path = self.out / "checkpoint" / "state.pt"
         self.last_metrics: dict = {}  # the latest evaluation (pretraining reports the last, not the best)
 
-    def fit(self, train_features, dev_features, dev_examples, resume: bool = False,
-            lengths=None) -> dict:
+    def fit(self, train_features, dev_features, dev_examples, resume: bool = False, lengths=None) -> dict:
         """Train and return the best dev metrics (on rank 0; {} on the other processes).
 
         `train_features`: a sequence of features, or a function `epoch -> sequence` (see the module
@@ -165,9 +189,11 @@ class Trainer:
             lengths = [len(f["input_ids"]) for f in features_at(0)]
         micro = max(1, cfg.batch_size // cfg.grad_accum)  # global micro-batch: all processes together
         if micro < world:
-            raise BertkitError(f"--train.batch-size {cfg.batch_size} with --train.grad-accum {cfg.grad_accum} "
-                               f"gives micro-batches of {micro}, fewer than the {world} processes; pass "
-                               f"--train.batch-size {world * cfg.grad_accum} or more")
+            raise BertkitError(
+                f"--train.batch-size {cfg.batch_size} with --train.grad-accum {cfg.grad_accum} "
+                f"gives micro-batches of {micro}, fewer than the {world} processes; pass "
+                f"--train.batch-size {world * cfg.grad_accum} or more"
+            )
 
         # The task orders the batches (by default grouped by length; multi-task sampling its own way).
         def sampler(features, g: torch.Generator) -> list[list[int]]:
@@ -194,9 +220,10 @@ class Trainer:
             features = features_at(pos.epoch)
             batches = sampler(features, torch.Generator().manual_seed(cfg.seed + pos.epoch))
             while pos.batch < len(batches):
-                group = batches[pos.batch: pos.batch + cfg.grad_accum]
-                micro_batches = [_to(collate([features[i] for i in idx[rank::world]], self.pad_id), self.device)
-                                 for idx in group]
+                group = batches[pos.batch : pos.batch + cfg.grad_accum]
+                micro_batches = [
+                    _to(collate([features[i] for i in idx[rank::world]], self.pad_id), self.device) for idx in group
+                ]
                 loss_sum = self._backward(loss_of, micro_batches)
                 tokens += sum(int(b["attention_mask"].sum()) for b in micro_batches)
                 if cfg.max_grad_norm > 0:
@@ -210,16 +237,24 @@ class Trainer:
                 pos.step += 1
                 running.append(loss_sum)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                                tok_s=f"{tokens / (time.perf_counter() - start):.0f}")
+                bar.set_postfix(
+                    loss=f"{loss_sum:.4f}",
+                    lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                    tok_s=f"{tokens / (time.perf_counter() - start):.0f}",
+                )
                 if pos.step % cfg.log_every == 0:
-                    self._log({"step": pos.step, "epoch": pos.epoch + pos.batch / len(batches),
-                               "loss": sum(running) / len(running), "lr": scheduler.get_last_lr()[0]})
+                    self._log(
+                        {
+                            "step": pos.step,
+                            "epoch": pos.epoch + pos.batch / len(batches),
+                            "loss": sum(running) / len(running),
+                            "lr": scheduler.get_last_lr()[0],
+                        }
+                    )
                     running = []
                 end_of_epoch = pos.batch >= len(batches)
                 last = pos.step >= total
-                if (cfg.eval_every and pos.step % cfg.eval_every == 0) or (end_of_epoch and not cfg.eval_every) \
-                        or last:
+                if (cfg.eval_every and pos.step % cfg.eval_every == 0) or (end_of_epoch and not cfg.eval_every) or last:
                     stop = self._evaluate(pos, dev_features, dev_examples)
                 if end_of_epoch:
                     pos.epoch, pos.batch = pos.epoch + 1, 0
@@ -294,8 +329,9 @@ class Trainer:
         if not dev_features:
             return False
         with autocast(self.cfg.precision, self.device):
-            metrics = evaluate(self.model, self.task, dev_features, dev_examples, self.cfg.eval_batch_size,
-                               self.pad_id, self.device)
+            metrics = evaluate(
+                self.model, self.task, dev_features, dev_examples, self.cfg.eval_batch_size, self.pad_id, self.device
+            )
         self.model.train()
         self.last_metrics = metrics
         score = metrics[self.task.main_metric]
@@ -308,8 +344,7 @@ class Trainer:
             return False
         pos.bad_evals += 1
         if self.cfg.patience and pos.bad_evals >= self.cfg.patience:
-            log.info("early stopping: %s has not improved for %d evaluations", self.task.main_metric,
-                     pos.bad_evals)
+            log.info("early stopping: %s has not improved for %d evaluations", self.task.main_metric, pos.bad_evals)
             return True
         return False
 
@@ -320,8 +355,13 @@ class Trainer:
         if not self.dist.is_main:
             return
         self.state_path.parent.mkdir(exist_ok=True)
-        state = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": rngs[0], "position": dataclasses.asdict(pos)}
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rngs[0],
+            "position": dataclasses.asdict(pos),
+        }
         if self.scaler.is_enabled():
             state["scaler"] = self.scaler.state_dict()
         if len(rngs) > 1:
@@ -341,8 +381,12 @@ class Trainer:
         if rank > 0:
             set_seed(_rank_seed(self.cfg.seed, rank, step))
         if self.dist.is_main:
-            log.info("resuming a %d-process checkpoint with %d processes: same data order and position, "
-                     "new dropout streams for ranks 1 and up", len(ranks), world)
+            log.info(
+                "resuming a %d-process checkpoint with %d processes: same data order and position, "
+                "new dropout streams for ranks 1 and up",
+                len(ranks),
+                world,
+            )
 
     def _truncate_log(self, step: int) -> None:
         """Drop records a killed run wrote after its last checkpoint: the resumed run writes them again."""
@@ -358,6 +402,4 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _plot(self) -> None:
-        from bertkit.train.plot import plot_metrics
-
         plot_metrics(self.out / "metrics.jsonl", self.out / "training.png", self.task.main_metric)

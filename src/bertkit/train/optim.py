@@ -1,5 +1,6 @@
 """Optimisers and the learning-rate schedule: AdamW as BERT is fine-tuned, LAMB as large-batch BERT is
 pretrained, both without weight decay on biases and LayerNorm; linear warmup then linear decay."""
+
 from __future__ import annotations
 
 import torch
@@ -25,12 +26,20 @@ def param_groups(model: nn.Module, weight_decay: float, head_lr: float | None = 
             groups.setdefault((head, decayed), []).append(p)
     # the encoder's two groups always (so optimiser states line up), the head's where it has parameters
     keys = [(False, True), (False, False)] + [k for k in ((True, True), (True, False)) if k in groups]
-    return [{"params": groups.get((head, decayed), []), "weight_decay": weight_decay if decayed else 0.0,
-             "adapt": decayed, **({"lr": head_lr} if head else {})} for head, decayed in keys]
+    return [
+        {
+            "params": groups.get((head, decayed), []),
+            "weight_decay": weight_decay if decayed else 0.0,
+            "adapt": decayed,
+            **({"lr": head_lr} if head else {}),
+        }
+        for head, decayed in keys
+    ]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, name: str = "adamw",
-                    head_lr: float | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, name: str = "adamw", head_lr: float | None = None
+) -> torch.optim.Optimizer:
     """`head_lr`: the task head's learning rate, when it differs from the encoder's `lr` (see param_groups)."""
     if name not in OPTIMIZERS:
         raise BertkitError(f"unknown optimizer `{name}`; use one of: {', '.join(OPTIMIZERS)}")
@@ -57,8 +66,15 @@ class Lamb(torch.optim.Optimizer):
     ratio nor weight decay: w -= lr * m̂ / (sqrt(v̂) + eps).
     """
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
-                 weight_decay: float = 0.0, adapt: bool = True):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        adapt: bool = True,
+    ):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, adapt=adapt))
 
     @torch.no_grad()
@@ -82,8 +98,8 @@ class Lamb(torch.optim.Optimizer):
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                m_hat = m / (1 - beta1 ** t)
-                v_hat = v / (1 - beta2 ** t)
+                m_hat = m / (1 - beta1**t)
+                v_hat = v / (1 - beta2**t)
                 update = m_hat / (v_hat.sqrt() + group["eps"])
                 if group["adapt"]:
                     if group["weight_decay"]:

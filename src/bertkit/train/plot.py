@@ -1,4 +1,5 @@
 """The training curve: loss per logged step and the dev metric per evaluation, as one PNG."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,10 @@ from bertkit.outputs import atomic_path
 def plot_metrics(jsonl: Path, png: Path, metric: str) -> None:
     if not Path(jsonl).is_file():
         return
-    import matplotlib
+    import matplotlib  # about a second to import: only when a run draws its curve
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the Agg backend
 
     records = [json.loads(line) for line in Path(jsonl).read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
