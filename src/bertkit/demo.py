@@ -47,7 +47,7 @@ def main() -> int:
     dev = finetune(cfg)
     trained = time.perf_counter() - start
     run = load_task(output)
-    test = evaluate_file(run, "mr:test")
+    test = evaluate_file(run, "mr:test", progress=False)
     print(
         f"\ntrained in {trained / 60:.1f} min; best dev accuracy {dev['accuracy']:.4f} "
         f"(F1 {dev['f1']:.4f}, MCC {dev['mcc']:.4f}); test accuracy {test['accuracy']:.4f}"

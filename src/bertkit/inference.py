@@ -134,7 +134,8 @@ def predict(
     groups = [f["task"] for f in features] if features and "task" in features[0] else None
     batches = sorted_batches([len(f["input_ids"]) for f in features], batch_size, groups)
     order, outputs = [], []
-    for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress, leave=False):
+    # disable=None: a bar only on a terminal, never in logs and captured output
+    for idx in tqdm(batches, desc="predict", unit="batch", disable=None if progress else True, leave=False):
         batch = {k: v.to(device) for k, v in collate([features[i] for i in idx], pad_id).items()}
         outputs.append(task.forward(model, batch))
         order += idx
@@ -142,8 +143,10 @@ def predict(
     return task.decode(outputs, [features[i] for i in order], examples)
 
 
-def evaluate(model, task, features, examples, batch_size=64, pad_id=0, device="cpu") -> dict[str, float]:
-    return task.metrics(predict(model, task, features, examples, batch_size, pad_id, device), examples)
+def evaluate(
+    model, task, features, examples, batch_size=64, pad_id=0, device="cpu", progress: bool = False
+) -> dict[str, float]:
+    return task.metrics(predict(model, task, features, examples, batch_size, pad_id, device, progress), examples)
 
 
 def run_examples(run: Loaded, examples: list[dict], batch_size: int = 64, progress: bool = False) -> list[dict]:
@@ -178,13 +181,15 @@ def with_inputs(examples: list[dict], preds: list[dict]) -> list[dict]:
     return [{**{k: e[k] for k in keep if e.get(k) is not None}, **p} for e, p in zip(examples, preds)]
 
 
-def evaluate_file(run: Loaded, data: str, batch_size: int = 64, split: str = "dev") -> dict[str, float]:
+def evaluate_file(
+    run: Loaded, data: str, batch_size: int = 64, split: str = "dev", progress: bool = True
+) -> dict[str, float]:
     """The task's metrics on a labelled file (or a fetched name such as mr:test)."""
     path = resolve_data(data, split)
     task = run.fine_tuned
     examples = task.read(str(path))
     task.check(examples, str(path))
-    return _numbers(task.metrics(run_examples(run, examples, batch_size), examples))
+    return _numbers(task.metrics(run_examples(run, examples, batch_size, progress), examples))
 
 
 def predict_file(run: Loaded, data: str, batch_size: int = 64) -> list[dict]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from bertkit.config import option
 from bertkit.data.corpus import FORMATS, MAX_EXAMPLES, Chunk, plan_chunks, read_chunk
@@ -161,11 +162,11 @@ def build_pretraining_data(
     workers = min(workers, len(chunks)) or 1
     log.info("%d chunks of %s, %d worker%s", len(chunks), ", ".join(map(str, paths)), workers, "s" * (workers > 1))
     if workers == 1:
-        results = [_build_chunk((job, chunk)) for chunk in chunks]
+        results = [_build_chunk((job, chunk)) for chunk in _bar(chunks, len(chunks))]
     else:
         # spawn, not fork: the parent has used the tokenizers library, whose threads do not survive a fork.
         with multiprocessing.get_context("spawn").Pool(workers, initializer=_quiet_worker) as pool:
-            results = list(pool.imap(_build_chunk, [(job, chunk) for chunk in chunks]))
+            results = list(_bar(pool.imap(_build_chunk, [(job, chunk) for chunk in chunks]), len(chunks)))
     seconds = time.perf_counter() - start
 
     stats = _combine([r["stats"] for r in results], settings)
@@ -229,6 +230,11 @@ def describe(stats: dict) -> str:
     ]
     lines += [f"  {example}" for example in stats["bad_line_examples"] + stats["long_sentence_examples"]]
     return "\n".join(lines)
+
+
+def _bar(items, total: int):
+    """Chunks as they finish, with a progress bar on a terminal (none in logs or captured output)."""
+    return tqdm(items, total=total, desc="pretrain-data", unit="chunk", disable=None)
 
 
 def _prepare_output(out: Path, overwrite: bool) -> Path:

@@ -135,7 +135,7 @@ def export_dir(
 def dev_metric(task, model, tokenizer, max_length: int, dev: str) -> float:
     """The task's main metric of `model` (torch or OnnxModel) on the dev file."""
     run = Loaded(task, model, tokenizer, max_length, torch.device("cpu"), Path("."))
-    return float(evaluate_file(run, dev)[task.main_metric])
+    return float(evaluate_file(run, dev, progress=False)[task.main_metric])
 
 
 def _gate(task, torch_model, int8_model, tokenizer, max_length, dev, force, max_drop) -> dict:

@@ -37,6 +37,7 @@ from bertkit.errors import BertkitError
 from bertkit.inference import evaluate
 from bertkit.outputs import atomic_path
 from bertkit.train import distributed
+from bertkit.train.board import Board
 from bertkit.train.optim import OPTIMIZERS, build_optimizer, linear_schedule
 from bertkit.train.plot import plot_metrics
 
@@ -86,6 +87,11 @@ class TrainConfig:
         "fp32, or mixed precision: bf16 (autocast; GPUs since Ampere, CPUs with "
         "AMX/AVX512-BF16) or fp16 (autocast with dynamic loss scaling; CUDA only)",
         choices=PRECISIONS,
+    )
+    tensorboard: str | None = option(
+        None,
+        "also log the training loss, learning rate and dev metrics as TensorBoard scalars under DIR/RUN "
+        "(RUN: the output directory's name); needs the tensorboard package",
     )
 
 
@@ -175,6 +181,7 @@ class Trainer:
         self.save_best, self.pad_id, self.device = save_best, pad_id, torch.device(device)
         self.state_path = self.out / "checkpoint" / "state.pt"
         self.last_metrics: dict = {}  # the latest evaluation (pretraining reports the last, not the best)
+        self.board = Board(cfg.tensorboard, self.out.resolve().name) if cfg.tensorboard and self.dist.is_main else None
 
     def fit(self, train_features, dev_features, dev_examples, resume: bool = False, lengths=None) -> dict:
         """Train and return the best dev metrics (on rank 0; {} on the other processes).
@@ -213,7 +220,10 @@ class Trainer:
         # what losses are computed through (DDP when distributed)
         loss_of = distributed.wrap(self.model, self.device, self.task.unused_parameters)
         self.model.train()
-        bar = tqdm(total=total, initial=pos.step, desc="train", unit="step", disable=not self.dist.is_main)
+        # a bar on rank 0's terminal only (disable=None: none when stderr is a file or a pipe)
+        bar = tqdm(
+            total=total, initial=pos.step, desc="train", unit="step", disable=None if self.dist.is_main else True
+        )
         start, tokens, running = time.perf_counter(), 0, []
         stop = pos.step >= total
         while not stop:
@@ -265,6 +275,8 @@ class Trainer:
                 if stop or end_of_epoch:  # a new epoch draws a new batch order
                     break
         bar.close()
+        if self.board is not None:
+            self.board.close()
         if self.dist.is_main:
             self._plot()
         return pos.best_metrics
@@ -330,7 +342,14 @@ class Trainer:
             return False
         with autocast(self.cfg.precision, self.device):
             metrics = evaluate(
-                self.model, self.task, dev_features, dev_examples, self.cfg.eval_batch_size, self.pad_id, self.device
+                self.model,
+                self.task,
+                dev_features,
+                dev_examples,
+                self.cfg.eval_batch_size,
+                self.pad_id,
+                self.device,
+                progress=True,
             )
         self.model.train()
         self.last_metrics = metrics
@@ -400,6 +419,9 @@ class Trainer:
             return
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.board is not None:
+            self.board.write(record)
 
     def _plot(self) -> None:
-        plot_metrics(self.out / "metrics.jsonl", self.out / "training.png", self.task.main_metric)
+        title = f"{self.out.resolve().name}: {self.task.name}"
+        plot_metrics(self.out / "metrics.jsonl", self.out / "training.png", self.task.main_metric, title)
