@@ -114,22 +114,15 @@ def zh(zh_vocab_dir):
 def tiny_dir(tmp_path_factory, minilm_dir):
     """A random-init 2-layer BERT (hidden 32) with MiniLM's uncased vocab, saved as a HF directory."""
     import torch
+    from helpers import tiny_config
 
     from bertkit.checkpoint import save_model
-    from bertkit.model import BertConfig, BertModel
+    from bertkit.model import BertModel
     from bertkit.tokenizer import BertTokenizer
 
     tokenizer = BertTokenizer.from_dir(minilm_dir)
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    return save_model(BertModel(config), tmp_path_factory.mktemp("tiny"), tokenizer)
+    return save_model(BertModel(tiny_config(tokenizer.vocab_size)), tmp_path_factory.mktemp("tiny"), tokenizer)
 
 
 @pytest.fixture(scope="session")

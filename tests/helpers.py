@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 from bertkit.cli.main import main as cli
+from bertkit.model import BertConfig
 
 
 def slice_tsv(src: Path, dst: Path, per_label: int) -> Path:
@@ -52,3 +53,11 @@ def run_finetune(tiny_dir, train, dev, out, *extra) -> int:
             *extra,
         ]
     )
+
+
+def tiny_config(vocab_size: int, **overrides) -> BertConfig:
+    """A 2-layer BERT with hidden size 32 (2 heads, feed-forward 64, 128 positions) for tests."""
+    shape = dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128
+    )
+    return BertConfig(vocab_size=vocab_size, **{**shape, **overrides})

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 
 import torch
+from helpers import tiny_config
 
 from bertkit.inference import predict
-from bertkit.model import BertConfig
 from bertkit.tasks.classify import ClassifyTask, RegressionTask
 from bertkit.tasks.qa import QATask
 
@@ -46,14 +46,7 @@ def test_pairs_window_the_second_text_to_its_end(en):
 def test_opposite_tails_give_different_predictions(en):
     """Two texts that share their first 600 tokens and differ after them are not scored alike."""
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=en.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
+    config = tiny_config(en.vocab_size)
     for task in (ClassifyTask(labels=["neg", "pos"]), RegressionTask()):
         model = task.build_model(config).eval()
         examples = [_example(HEAD + BAD_TAIL, label=None), _example(HEAD + GOOD_TAIL, label=None)]

@@ -11,12 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import run_finetune
+from helpers import run_finetune, tiny_config
 
 from bertkit import fetch as fetch_module
 from bertkit.errors import BertkitError
 from bertkit.inference import predict
-from bertkit.model import BertConfig
 from bertkit.tasks.classify import ClassifyTask
 from bertkit.train.board import Board
 from bertkit.train.plot import training_figure
@@ -63,14 +62,7 @@ def test_tensorboard_missing_is_a_clear_error(monkeypatch, tmp_path):
 
 def test_progress_bars_appear_on_a_terminal_only(monkeypatch, en):
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=en.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
+    config = tiny_config(en.vocab_size, num_hidden_layers=1)
     task = ClassifyTask(labels=["neg", "pos"])
     examples = [{"text": f"text {i}", "text_b": None, "label": None, "line": i, "source": "t"} for i in range(20)]
     features = task.featurize(examples, en, 32)

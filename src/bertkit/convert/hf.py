@@ -63,7 +63,8 @@ def _rename(name: str, table: list[tuple[str, str]], reverse: bool) -> str | Non
     return None
 
 
-def _split_prefix(name: str) -> tuple[str, str]:
+def split_prefix(name: str) -> tuple[str, str]:
+    """("bert.", rest) for a name under a head's encoder, else ("", name)."""
     return ("bert.", name[5:]) if name.startswith("bert.") else ("", name)
 
 
@@ -77,7 +78,7 @@ def from_hf(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], li
             if name.endswith(old) and "LayerNorm" in name:
                 name = name[: -len(old)] + new
         name = HF_ALIASES.get(name, name)
-        prefix, rest = _split_prefix(name)
+        prefix, rest = split_prefix(name)
         if rest in HF_SKIPPED or name in HF_SKIPPED:
             continue
         qkv = re.match(r"encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$", rest)
@@ -108,7 +109,7 @@ def to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """bertkit names -> Hugging Face names (the tied MLM decoder weight is not written, as HF does)."""
     out = {}
     for name, tensor in state.items():
-        prefix, rest = _split_prefix(name)
+        prefix, rest = split_prefix(name)
         qkv = _pattern(FUSED_QKV[0]).match(rest)
         if qkv:
             for template, part in zip(FUSED_QKV[1], tensor.chunk(3, dim=0)):

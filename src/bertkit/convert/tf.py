@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bertkit.convert.hf import split_prefix
+
 # (Hugging Face, TensorFlow, kind). {i}: layer index. kind `dense`: weight <-> kernel, transposed
 # ([out, in] in PyTorch, [in, out] in TF); `norm`: weight/bias <-> gamma/beta; `plain`: one tensor.
 TF_KEYS = [
@@ -103,7 +105,7 @@ def to_tf(hf_state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[
     out, unknown = {}, []
     for name, array in hf_state.items():
         name = HF_ALIASES.get(name, name)
-        bare = name[5:] if name.startswith("bert.") else name
+        bare = split_prefix(name)[1]
         if bare in HF_SKIPPED:
             continue
         if bare.startswith(ENCODER_PREFIXES):

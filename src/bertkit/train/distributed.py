@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from bertkit.errors import BertkitError
+from bertkit.inference import resolve_device
 
 log = logging.getLogger("bertkit")
 
@@ -64,7 +65,7 @@ def init_distributed(device: str | None = None) -> Dist:
                 "`torchrun --nproc_per_node N -m bertkit.cli.main ...`"
             )
     info = Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
-    cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    cuda = resolve_device(device).type == "cuda"
     if cuda:
         torch.cuda.set_device(info.local_rank)
     if not dist.is_initialized():
@@ -85,11 +86,10 @@ def current() -> Dist:
 
 def device_for(name: str | None, info: Dist) -> torch.device:
     """The device this process trains on: `name` as given, else its own GPU (cuda:LOCAL_RANK) or the CPU."""
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and info.world_size > 1:
-        name = f"cuda:{info.local_rank}"
-    return torch.device(name)
+    device = resolve_device(name)
+    if device == torch.device("cuda") and info.world_size > 1:
+        return torch.device(f"cuda:{info.local_rank}")
+    return device
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
