@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fine-tuning results table of the README, on the real data sets: each config in configs/ run as
+# The fine-tuning results table of docs/finetuning.md, on the real data sets: each config in configs/ run as
 # written (outputs under runs/), then the table printed from their metrics.json files.
 #   bash bench/finetune_results.sh [NAME ...]      (default: all; about 2.5 hours on 2 CPU cores)
 set -euo pipefail

@@ -8,7 +8,7 @@
 # the script can be stopped and started again (delete runs/proof to redo the fine-tuning). Both arms
 # fine-tune with --dropout 0.1 (the random arm's default), also when zh-small was pretrained without dropout.
 #   bash bench/pretrain_proof.sh      (SEEDS=1,2,3,4,5 EXAMPLES=2000 LRS="5e-4 5e-4:5e-3" ARMS="pretrained random" TASKS=...)
-# The defaults give the README's headline table; EXAMPLES=1000 PROOF=runs/proof-1000 (or 4000) the others.
+# The defaults give the headline table of docs/reports/2026-12-pretraining-zh.md; EXAMPLES=1000 PROOF=runs/proof-1000 (or 4000) the others.
 # With several learning rates (LRS="1e-4 5e-4") both arms run each of them; the table then gives each
 # arm its learning rate with the best mean dev score, and reports test for that choice. An entry
 # ENC:HEAD (LRS="5e-4 1e-4:5e-3") fine-tunes the encoder at ENC and the task head at HEAD (--train.head-lr).

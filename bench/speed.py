@@ -260,8 +260,26 @@ def main() -> None:
                   f"[384 x 1536]): {gemm8['int8']:.1f} vs {gemm8['fp32']:.1f} GFLOP/s, **{gemm8['speedup']:.2f}x**; "
                   f"int8 dot-product instructions on this CPU: {gemm8['vnni']}."]
     text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
+    write_section(Path(args.out), text)
     print(text)
+
+
+BEGIN, END = "<!-- bench/speed.py writes from here -->", "<!-- to here -->"
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace only the block between BEGIN and END in results.md (the rest is other benchmarks' and prose);
+    a file without the markers gets the block appended."""
+    old = path.read_text() if path.is_file() else ""
+    block = f"{BEGIN}\n{text}{END}"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + block + rest.split(END, 1)[1]
+    else:
+        new = old + ("\n" if old else "") + block + "\n"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(new)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
