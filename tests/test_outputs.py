@@ -204,3 +204,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_killed_writes_temporary_is_swept_when_the_output_is_written_again(tmp_path, minilm_dir):
+    texts = tmp_path / "t.txt"
+    texts.write_text("one\n")
+    stale = tmp_path / ".v.npy.tmp-999999999.npy"  # np.save's half-written file; its process is gone
+    stale.write_bytes(b"half")
+    assert cli(["encode", "--model", str(minilm_dir), "--input", str(texts), "--output", str(tmp_path / "v.npy")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt", "v.npy"]

@@ -78,13 +78,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep_temps(directory: str | Path) -> int:
-    """Remove the temporaries that killed writers left in `directory` (and its `checkpoint/`)."""
+def sweep_temps(directory: str | Path, only: str | None = None) -> int:
+    """Remove the temporaries that killed writers left in `directory` (and its `checkpoint/`); with
+    `only`, just those of that file name."""
     removed = 0
     for d in (Path(directory), Path(directory) / "checkpoint"):
         if not d.is_dir():
             continue
-        for p in d.iterdir():
+        for p in d.glob(f".{only}.tmp-*" if only else ".*"):
             m = _TEMP.match(p.name)
             if m and p.is_file() and not _alive(int(m.group(1))):
                 p.unlink(missing_ok=True)
@@ -135,6 +136,7 @@ def check_output_file(path: str | Path, inputs: Iterable = (), overwrite: bool =
     if out.exists() and not os.access(out, os.W_OK):
         raise BertkitError(f"{flag} {out} is read-only; make it writable or choose another {flag}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    sweep_temps(out.parent, only=out.name)  # what a killed earlier write of this file left
     return out
 
 
