@@ -117,7 +117,7 @@ def _task_options(name: str, cfg: FinetuneConfig, head: str) -> dict:
     return {}
 
 
-def _read_data(task, train: str, dev: str, limit: int | None = None, seed: int = 0):
+def read_data(task, train: str, dev: str, limit: int | None = None, seed: int = 0):
     """(train, dev) examples, read and validated: every data problem is reported here, before any training."""
     train_path, dev_path = resolve_data(train, "train"), resolve_data(dev, "dev")
     train_examples, dev_examples = task.read(str(train_path)), task.read(str(dev_path))
@@ -202,7 +202,7 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         )
     train_examples, dev_examples, dev_parts = [], [], {}
     for name, part, train, dev in parts:
-        tr, dv = _read_data(part, train, dev, cfg.train_examples, cfg.train.seed)
+        tr, dv = read_data(part, train, dev, cfg.train_examples, cfg.train.seed)
         train_examples += task.tag(name, tr)
         dev_examples += task.tag(name, dv)
         dev_parts[name] = dv
@@ -238,8 +238,8 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
 
     def save_best(trained, metrics):
         for name, part, part_model, part_metrics in task.parts(trained, metrics):
-            _save_task_dir(out / name, part_model, part, tokenizer, cfg.max_length, part_metrics)
-        atomic_write_text(out / "metrics.json", json.dumps(_flat(metrics), indent=2))
+            save_task_dir(out / name, part_model, part, tokenizer, cfg.max_length, part_metrics)
+        atomic_write_text(out / "metrics.json", json.dumps(numeric(metrics), indent=2))
 
     trainer = Trainer(
         model, task, cfg.train, out, save_best, tokenizer.pad_id, distributed.device_for(cfg.device, info)
@@ -253,7 +253,7 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
             functools.partial(_best_predictions, out / name, dev_parts[name], trainer.device),
             dev_parts[name],
         )
-    return _flat(best)
+    return numeric(best)
 
 
 def _best_predictions(model_dir: Path, examples: list[dict], device) -> list[dict]:
@@ -261,13 +261,15 @@ def _best_predictions(model_dir: Path, examples: list[dict], device) -> list[dic
     return run_examples(load(model_dir, device=device), examples)
 
 
-def _save_task_dir(out: Path, model, task, tokenizer, max_length: int, metrics: dict) -> None:
+def save_task_dir(out: Path, model, task, tokenizer, max_length: int, metrics: dict) -> None:
+    """A fine-tuned model directory: the model (config.json with the label maps), task.json, metrics.json."""
     save_model(model, out, tokenizer, extra_config=task.label_config())
     atomic_write_text(out / "task.json", json.dumps({**task.state(), "max_length": max_length}, indent=2))
-    atomic_write_text(out / "metrics.json", json.dumps(_flat(metrics), indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(numeric(metrics), indent=2))
 
 
-def _flat(metrics: dict) -> dict:
+def numeric(metrics: dict) -> dict:
+    """The metrics that are numbers (metrics.json's content; per-type tables stay in metrics.jsonl)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 

@@ -14,6 +14,7 @@ VERBS = {
     "pretrain-data": "raw text -> masked-LM (+NSP) training sequences, memory-mapped shards",
     "pretrain": "pretrain BERT (masked LM + NSP), from scratch or continued; torchrun for several processes",
     "finetune": "fine-tune for classify, regression, ner, qa or multitask",
+    "distill": "train a compact student on a fine-tuned teacher's outputs (and labels, and unlabelled text)",
     "evaluate": "score a fine-tuned model on labelled data",
     "predict": "run a fine-tuned model over inputs (JSONL out)",
     "encode": "sentence vectors for a file of texts (.npy)",

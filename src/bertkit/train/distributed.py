@@ -144,6 +144,12 @@ def wrap(model: torch.nn.Module, device: torch.device, unused_parameters: bool =
     return DistributedDataParallel(_Loss(model), device_ids=ids, find_unused_parameters=unused_parameters)
 
 
+def barrier() -> None:
+    """Wait for every process (a no-op in a single-process run)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

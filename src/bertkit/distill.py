@@ -1,0 +1,344 @@
+"""Knowledge distillation: a fine-tuned teacher trains a smaller student on its soft outputs.
+
+`bertkit distill --teacher DIR --student mini --train DATA [--unlabeled TEXT,...] --dev DATA --output DIR`
+
+The teacher is any fine-tuned bertkit directory; its task (classify, regression, ner, qa) is the
+student's. The student is a fresh compact BERT (tiny/mini/small/medium, Turc et al. 2019) with the
+teacher's vocab, or a model directory to start from, e.g. one pretrained with `bertkit pretrain`:
+"Well-Read Students Learn Better" pre-trains the student, then distils it ("pre-trained distillation").
+
+What the student learns from, per feature (a text, or one window of a long one):
+- the teacher's outputs on it, computed once before training and kept on disk (memory-mapped) in
+  OUTPUT/teacher/, so every epoch reads them instead of running the teacher again: softened at
+  temperature T and matched with KL divergence (times T^2, Hinton et al. 2015) for classification
+  logits, per-token tag scores (a CRF teacher's emissions too) and QA start/end logits; matched with
+  squared error for regression scores;
+- its labels, where it has them, with the task's own loss; unlabelled transfer text (`--unlabeled`)
+  is labelled by the teacher only.
+loss = soft_weight * soft + (1 - soft_weight) * hard, on the one training loop (resume, seeds, torchrun).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertkit.checkpoint import load_config, load_weights, read_state_dict
+from bertkit.config import option, required
+from bertkit.config import save as save_config
+from bertkit.data.collate import collate, sorted_batches
+from bertkit.data.readers import read_texts
+from bertkit.errors import BertkitError
+from bertkit.fetch import resolve_data, resolve_model
+from bertkit.finetune import numeric, read_data, save_task_dir
+from bertkit.inference import Loaded, load_task
+from bertkit.model import PRESETS, BertConfig, BertForSequenceClassification
+from bertkit.onnx_model import OnnxModel
+from bertkit.outputs import atomic_path, check_output_dir, content_hash, open_run
+from bertkit.tasks import Task
+from bertkit.train import distributed
+from bertkit.train.loop import TrainConfig, Trainer, set_seed
+
+log = logging.getLogger("bertkit")
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = required("the fine-tuned teacher: a directory written by `bertkit finetune`; its task is learned")
+    student: str = required(
+        "tiny, mini, small or medium (a fresh compact BERT with the teacher's vocab), or a model directory "
+        "to start from (e.g. pretrained with `bertkit pretrain`: pre-trained distillation)"
+    )
+    train: TrainConfig = field(default_factory=TrainConfig)
+    unlabeled: list[str] = option(
+        [], "unlabelled transfer text the teacher labels: text files (one text a line) or data names (corpus-en)"
+    )
+    unlabeled_examples: int | None = option(
+        None, "use a seeded sample of this many unlabelled texts (default: all)", at_least=1
+    )
+    dev: str | None = option(None, "dev data (labelled), for the student's best checkpoint")
+    output: str = required("directory for the student (an ordinary fine-tuned model directory)")
+    temperature: float = option(2.0, "softmax temperature of the soft targets (1: the teacher's own)", above=0)
+    soft_weight: float = option(
+        0.5, "share of the loss from the teacher's soft outputs; the rest from the labels", at_least=0, at_most=1
+    )
+    max_length: int | None = option(None, "tokens per input (default: the teacher's)", at_least=2)
+    train_examples: int | None = option(None, "train on a seeded sample of this many labelled examples", at_least=1)
+    resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint")
+    overwrite: bool = option(False, "replace what OUTPUT holds")
+    device: str | None = option(None, "cpu or cuda (default: cuda when available)")
+
+
+def teacher_outputs(model: nn.Module | OnnxModel, features: list[dict], pad_id: int, device, batch_size: int = 64):
+    """(outputs, per_token): the teacher's raw outputs per feature as float32 numpy arrays, a tuple per
+    feature with one array per model output; per_token says whether they score every token ([T, L] tag
+    scores, [T] QA start/end logits, cut to the feature's length) or the sequence ([C] logits)."""
+    per_token = not isinstance(model, BertForSequenceClassification)
+    out: list = [None] * len(features)
+    model.eval()
+    with torch.no_grad():
+        for idx in sorted_batches([len(f["input_ids"]) for f in features], batch_size):
+            batch = {k: v.to(device) for k, v in collate([features[i] for i in idx], pad_id).items()}
+            raw = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            raw = raw if isinstance(raw, tuple) else (raw,)
+            for row, i in enumerate(idx):
+                n = len(features[i]["input_ids"])
+                out[i] = tuple((t[row, :n] if per_token else t[row]).float().cpu().numpy() for t in raw)
+    return out, per_token
+
+
+class TeacherCache:
+    """Teacher outputs for every training feature, written once to DIR as memory-mapped arrays: for
+    each model output k, `out{k}.npy` [total rows, ...] where a feature's rows are
+    offsets[i]:offsets[i + 1] (one row for a sequence score, one per token for token scores)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        meta = json.loads((directory / "teacher.json").read_text())
+        self.per_token: bool = meta["per_token"]
+        self.offsets = [np.load(directory / f"offsets{k}.npy") for k in range(meta["outputs"])]
+        self.arrays = [np.load(directory / f"out{k}.npy", mmap_mode="r") for k in range(meta["outputs"])]
+
+    @staticmethod
+    def write(directory: Path, outputs: list, per_token: bool, fingerprint: str) -> TeacherCache:
+        """Write the cache (teacher.json last: its presence means the arrays are complete)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for k in range(len(outputs[0])):
+            parts = [o[k] if per_token else o[k][None] for o in outputs]
+            offsets = np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)
+            with atomic_path(directory / f"out{k}.npy") as tmp:
+                np.save(tmp, np.concatenate(parts).astype(np.float32))
+            with atomic_path(directory / f"offsets{k}.npy") as tmp:
+                np.save(tmp, offsets)
+        meta = {"per_token": per_token, "outputs": len(outputs[0]), "fingerprint": fingerprint}
+        with atomic_path(directory / "teacher.json") as tmp:
+            tmp.write_text(json.dumps(meta))
+        return TeacherCache(directory)
+
+    @staticmethod
+    def fingerprint_of(directory: Path) -> str | None:
+        meta = directory / "teacher.json"
+        return json.loads(meta.read_text())["fingerprint"] if meta.is_file() else None
+
+    def rows(self, k: int, i: int) -> np.ndarray:
+        return np.asarray(self.arrays[k][self.offsets[k][i] : self.offsets[k][i + 1]])
+
+    def batch(self, k: int, indices: list[int], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output k of the features `indices`: [B, ...] for sequence scores, or [B, width, ...] for token
+        scores (zero-padded) with the mask of real rows."""
+        rows = [self.rows(k, i) for i in indices]
+        if not self.per_token:
+            return torch.from_numpy(np.stack([r[0] for r in rows])), torch.ones(len(rows), dtype=torch.bool)
+        out = np.zeros((len(rows), width, *rows[0].shape[1:]), dtype=np.float32)
+        mask = np.zeros((len(rows), width), dtype=bool)
+        for b, r in enumerate(rows):
+            out[b, : len(r)] = r
+            mask[b, : len(r)] = True
+        return torch.from_numpy(out), torch.from_numpy(mask)
+
+
+class DistillTask(Task):
+    """The teacher's task, trained on a mix of its labels and the teacher's soft outputs (see the module
+    docstring). Reading, featurizing, decoding and metrics are the inner task's; a student saved from
+    here is an ordinary model directory of that task."""
+
+    def __init__(
+        self, inner: Task, cache: TeacherCache | None, temperature: float, soft_weight: float, regression: bool
+    ):
+        self.inner, self.cache = inner, cache
+        self.temperature, self.soft_weight, self.regression = temperature, soft_weight, regression
+        self.name, self.main_metric, self.labels = inner.name, inner.main_metric, inner.labels
+        self.metric_scale = inner.metric_scale
+
+    def featurize(self, examples, tokenizer, max_length):
+        return self.inner.featurize(examples, tokenizer, max_length)
+
+    def build_model(self, config):
+        return self.inner.build_model(config)
+
+    def forward(self, model, batch):
+        return self.inner.forward(model, batch)
+
+    def decode(self, outputs, features, examples):
+        return self.inner.decode(outputs, features, examples)
+
+    def metrics(self, predictions, examples):
+        return self.inner.metrics(predictions, examples)
+
+    def state(self) -> dict:
+        return self.inner.state()
+
+    def label_config(self) -> dict:
+        return self.inner.label_config()
+
+    def loss(self, model, batch):
+        soft = self.soft_loss(model, batch)
+        labelled = batch["labelled"].bool()
+        if self.soft_weight == 1.0 or not labelled.any():
+            return soft
+        hard = self.inner.loss(model, {k: v[labelled] for k, v in batch.items()})
+        share = labelled.float().mean()  # the hard loss is a mean over the labelled rows only
+        return self.soft_weight * soft + (1 - self.soft_weight) * share * hard
+
+    def soft_loss(self, model, batch) -> torch.Tensor:
+        assert self.cache is not None, "the teacher's outputs are computed before training"
+        raw = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        raw = raw if isinstance(raw, tuple) else (raw,)
+        indices = batch["teacher_row"].tolist()
+        total = raw[0].new_zeros(())
+        for k, student in enumerate(raw):
+            teacher, mask = self.cache.batch(k, indices, batch["input_ids"].shape[1])
+            teacher, mask = teacher.to(student.device), mask.to(student.device)
+            if self.regression:
+                total = total + F.mse_loss(student.float().squeeze(-1), teacher.squeeze(-1))
+                continue
+            t = self.temperature
+            if student.dim() == 2 and self.cache.per_token:  # QA: start (or end) is a distribution over tokens
+                student = student.float().masked_fill(~mask, -1e4)
+                teacher = teacher.masked_fill(~mask, -1e4)
+                kl = F.kl_div(
+                    F.log_softmax(student / t, -1),
+                    F.log_softmax(teacher / t, -1),
+                    log_target=True,
+                    reduction="batchmean",
+                )
+            else:  # a distribution over classes, per sequence or per token
+                log_p = F.log_softmax(student.float() / t, -1)
+                log_q = F.log_softmax(teacher / t, -1)
+                per_row = (log_q.exp() * (log_q - log_p)).sum(-1)
+                kl = per_row[mask].mean() if per_row.dim() > 1 else per_row.mean()
+            total = total + kl * t * t
+        return total / len(raw)
+
+
+def _student(cfg: DistillConfig, teacher_config: BertConfig, vocab_size: int) -> tuple[BertConfig, Path | None]:
+    if cfg.student in PRESETS:
+        config = BertConfig.preset(
+            cfg.student, vocab_size=vocab_size, max_position_embeddings=teacher_config.max_position_embeddings
+        )
+        return config, None
+    directory = resolve_model(cfg.student)
+    config = load_config(directory)
+    if config.vocab_size != vocab_size:
+        raise BertkitError(
+            f"--student {cfg.student} has a vocab of {config.vocab_size} tokens, the teacher {vocab_size}: the "
+            "student reads the teacher's tokens; pretrain it with the teacher's vocab (bertkit pretrain --vocab "
+            f"{cfg.teacher}) or pass a size ({', '.join(PRESETS)})"
+        )
+    return config, directory
+
+
+def distill(cfg: DistillConfig) -> dict:
+    """Distil the teacher into the student in `cfg.output`; the student's best dev metrics."""
+    info = distributed.init_distributed(cfg.device)
+    try:
+        return _distill(cfg, info)
+    finally:
+        distributed.shutdown()
+
+
+def _distill(cfg: DistillConfig, info: distributed.Dist) -> dict:
+    out = Path(cfg.output)
+    teacher_dir = resolve_model(cfg.teacher)
+    if cfg.train.data is None and not cfg.unlabeled:
+        raise BertkitError("pass --train DATA (labelled) and/or --unlabeled TEXT: the student needs examples")
+    if cfg.dev is None:
+        raise BertkitError("pass --dev DATA: the student's best checkpoint is chosen on it")
+    sources = [resolve_data(u) for u in cfg.unlabeled] + ([resolve_data(cfg.train.data)] if cfg.train.data else [])
+    check_output_dir(out, [teacher_dir, *sources, resolve_data(cfg.dev, "dev")], cfg.overwrite, cfg.resume)
+    teacher: Loaded = load_task(teacher_dir, device=str(distributed.device_for(cfg.device, info)))
+    inner = teacher.fine_tuned
+    max_length = cfg.max_length or teacher.max_length
+    tokenizer = teacher.tokenizer
+
+    train, dev = (
+        read_data(inner, cfg.train.data, cfg.dev, cfg.train_examples, cfg.train.seed)
+        if cfg.train.data
+        else ([], _read_dev(inner, cfg.dev))
+    )
+    transfer = _unlabelled(inner, cfg, cfg.train.seed)
+    examples = train + transfer
+    features = inner.featurize(examples, tokenizer, max_length)
+    labelled = {i for i, e in enumerate(examples) if i < len(train)}
+    for i, f in enumerate(features):
+        f["teacher_row"], f["labelled"] = i, int(f["example"] in labelled)
+    dev_features = inner.featurize(dev, tokenizer, max_length)
+    log.info(
+        "distill %s: %d labelled and %d unlabelled examples (%d features), %d dev examples",
+        inner.name,
+        len(train),
+        len(transfer),
+        len(features),
+        len(dev),
+    )
+
+    student_config, student_dir = _student(cfg, config_of_teacher(teacher), tokenizer.vocab_size)
+    regression = inner.name == "regression"
+    job = {
+        "teacher": cfg.teacher,
+        "student": cfg.student,
+        "task": inner.state(),
+        "max_length": max_length,
+        "data": [content_hash(p) for p in sources],
+        "seed": cfg.train.seed,
+        "unlabeled_examples": cfg.unlabeled_examples,
+        "train_examples": cfg.train_examples,
+    }
+    open_run(out, job, cfg.overwrite, cfg.resume, info.is_main)
+    fingerprint = json.dumps(job, sort_keys=True)
+    cache_dir = out / "teacher"
+    if info.is_main and TeacherCache.fingerprint_of(cache_dir) != fingerprint:
+        log.info("the teacher labels %d features (once; kept in %s)", len(features), cache_dir)
+        raw, per_token = teacher_outputs(teacher.model, features, tokenizer.pad_id, teacher.device)
+        TeacherCache.write(cache_dir, raw, per_token, fingerprint)
+    distributed.barrier()
+    task = DistillTask(inner, TeacherCache(cache_dir), cfg.temperature, cfg.soft_weight, regression)
+    del teacher
+
+    set_seed(cfg.train.seed)
+    model = inner.build_model(student_config)
+    if student_dir is not None:
+        load_weights(inner.pretrained_target(model), read_state_dict(student_dir), source=str(student_dir))
+    if info.is_main:
+        save_config(cfg, out / "distill.yaml")
+
+    def save_best(trained, metrics):
+        save_task_dir(out, trained, inner, tokenizer, max_length, metrics)
+
+    trainer = Trainer(
+        model, task, cfg.train, out, save_best, tokenizer.pad_id, distributed.device_for(cfg.device, info)
+    )
+    best = trainer.fit(features, dev_features, dev, resume=cfg.resume)
+    return numeric(best) if info.is_main else {}
+
+
+def config_of_teacher(teacher: Loaded) -> BertConfig:
+    return load_config(teacher.directory)
+
+
+def _read_dev(task: Task, dev: str) -> list[dict]:
+    path = resolve_data(dev, "dev")
+    examples = task.read(str(path))
+    task.check(examples, str(path))
+    return examples
+
+
+def _unlabelled(task: Task, cfg: DistillConfig, seed: int) -> list[dict]:
+    """Examples of the teacher's task from plain transfer text (no labels)."""
+    texts = [t for name in cfg.unlabeled for t in read_texts(resolve_data(name))]
+    if cfg.unlabeled_examples is not None and cfg.unlabeled_examples < len(texts):
+        texts = random.Random(seed).sample(texts, cfg.unlabeled_examples)
+    if texts and task.inputs != ("text",):
+        raise BertkitError(
+            f"--unlabeled gives plain texts, but task `{task.name}` takes {' and '.join(task.inputs)}: "
+            "distil it on its labelled data (--train) only"
+        )
+    return [task.example({"text": t}, n, "unlabelled") for n, t in enumerate(texts)]

@@ -1,0 +1,227 @@
+"""bertkit distill: a student learns the teacher's predictions; the teacher's outputs are computed once
+and cached exactly; a killed run resumes to the same weights; every task family runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import head_conll, run_finetune
+
+from bertkit.cli.main import main as cli
+from bertkit.distill import TeacherCache, teacher_outputs
+from bertkit.inference import load_task, predict_file
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_dir, mr_small, tmp_path_factory):
+    train, dev = mr_small
+    out = tmp_path_factory.mktemp("teacher") / "mr"
+    assert run_finetune(tiny_dir, train, dev, out, "--train.epochs=3") == 0
+    return out
+
+
+def _distill(teacher, train, dev, out, *extra) -> int:
+    return cli(
+        [
+            "distill",
+            "--teacher",
+            str(teacher),
+            "--student",
+            "tiny",
+            "--train",
+            str(train),
+            "--dev",
+            str(dev),
+            "--output",
+            str(out),
+            "--train.batch-size=16",
+            "--train.lr=1e-3",
+            "--train.log-every=1",
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
+
+
+def test_the_student_converges_to_the_teachers_predictions(teacher, mr_small, tmp_path):
+    """Soft targets only, on a small set: the student ends up labelling it as the teacher does."""
+    train, dev = mr_small
+    out = tmp_path / "student"
+    assert (
+        _distill(
+            teacher,
+            train,
+            train,
+            out,
+            "--soft-weight",
+            "1",
+            "--train.epochs=30",
+            "--train.warmup=0",
+            "--temperature",
+            "1",
+        )
+        == 0
+    )
+    want = [r["label"] for r in predict_file(load_task(teacher, device="cpu"), str(train))]
+    got = [r["label"] for r in predict_file(load_task(out, device="cpu"), str(train))]
+    agreement = sum(a == b for a, b in zip(want, got)) / len(want)
+    assert agreement > 0.95, agreement
+    assert json.loads((out / "config.json").read_text())["hidden_size"] == 128  # tiny: L2/H128
+
+
+def test_cached_teacher_outputs_equal_a_fresh_forward(teacher, mr_small, tmp_path):
+    train, dev = mr_small
+    out = tmp_path / "s"
+    assert _distill(teacher, train, dev, out, "--train.max-steps=1") == 0
+    cache = TeacherCache(out / "teacher")
+    run = load_task(teacher, device="cpu")
+    examples = run.fine_tuned.read(str(train))
+    features = run.fine_tuned.featurize(examples, run.tokenizer, run.max_length)
+    fresh, per_token = teacher_outputs(run.model, features, run.tokenizer.pad_id, run.device)
+    assert per_token is False and len(fresh) == len(features)
+    for i, outputs in enumerate(fresh):
+        np.testing.assert_array_equal(cache.rows(0, i)[0], outputs[0])
+
+
+def test_unlabelled_text_is_labelled_by_the_teacher(teacher, mr_small, tmp_path, caplog):
+    train, dev = mr_small
+    text = tmp_path / "transfer.txt"
+    text.write_text("".join(f"an unlabelled sentence number {i}\n" for i in range(40)))
+    out = tmp_path / "s"
+    assert _distill(teacher, train, dev, out, "--unlabeled", str(text), "--train.max-steps=2") == 0
+    cache = TeacherCache(out / "teacher")
+    run = load_task(teacher, device="cpu")
+    n_train = len(run.fine_tuned.featurize(run.fine_tuned.read(str(train)), run.tokenizer, run.max_length))
+    assert len(cache.offsets[0]) - 1 == n_train + 40  # one short sentence, one feature each
+
+
+def test_a_killed_distillation_resumes_to_the_same_weights(teacher, mr_small, tmp_path):
+    train, dev = mr_small
+    args = ["--train.epochs=4", "--train.checkpoint-every=1", "--train.batch-size=8"]
+    assert _distill(teacher, train, dev, tmp_path / "whole", *args) == 0
+    killed = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "bertkit.cli.main",
+        "distill",
+        "--teacher",
+        str(teacher),
+        "--student",
+        "tiny",
+        "--train",
+        str(train),
+        "--dev",
+        str(dev),
+        "--output",
+        str(killed),
+        "--train.lr=1e-3",
+        "--train.log-every=1",
+        "--device",
+        "cpu",
+        *args,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    state = killed / "checkpoint" / "state.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and torch.load(state, weights_only=True)["position"]["step"] >= 14:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _distill(teacher, train, dev, killed, *args, "--resume") == 0
+    whole = torch.load(tmp_path / "whole/checkpoint/state.pt", weights_only=True)["model"]
+    resumed = torch.load(state, weights_only=True)["model"]
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name
+
+
+def test_every_task_family_distils(tiny_dir, mr_dir, wnut16_dir, squad11_dir, tmp_path):
+    """regression, ner (softmax and CRF teachers) and qa: teacher, student, and the student predicts."""
+    mr_reg = _head_tsv(mr_dir / "regression" / "train.tsv", tmp_path / "reg.tsv", 48)
+    ner = head_conll(wnut16_dir / "train.conll", tmp_path / "ner.conll", 24)
+    squad = _squad_slice(squad11_dir / "dev.json", tmp_path / "squad.json", 12)
+    jobs = {
+        "regression": (["--task", "regression"], mr_reg),
+        "ner": (["--task", "ner"], ner),
+        "ner-crf": (["--task", "ner", "--head", "crf"], ner),
+        "qa": (["--task", "qa", "--max-length", "96", "--qa.doc-stride", "48"], squad),
+    }
+    for name, (task_args, data) in jobs.items():
+        teacher = tmp_path / f"{name}-teacher"
+        assert (
+            cli(
+                [
+                    "finetune",
+                    *task_args,
+                    "--model",
+                    str(tiny_dir),
+                    "--train",
+                    str(data),
+                    "--dev",
+                    str(data),
+                    "--output",
+                    str(teacher),
+                    "--train.epochs=1",
+                    "--train.batch-size=8",
+                    "--device",
+                    "cpu",
+                    *(["--max-length", "64"] if name != "qa" else []),
+                ]
+            )
+            == 0
+        ), name
+        student = tmp_path / f"{name}-student"
+        assert (
+            cli(
+                [
+                    "distill",
+                    "--teacher",
+                    str(teacher),
+                    "--student",
+                    "tiny",
+                    "--train",
+                    str(data),
+                    "--dev",
+                    str(data),
+                    "--output",
+                    str(student),
+                    "--train.epochs=1",
+                    "--train.batch-size=8",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        ), name
+        run = load_task(student, device="cpu")
+        assert run.fine_tuned.name == load_task(teacher, device="cpu").fine_tuned.name
+        assert len(predict_file(run, str(data))) > 0
+
+
+def _head_tsv(src: Path, dst: Path, rows: int) -> Path:
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
+    dst.write_text("".join(lines[: rows + 1]), encoding="utf-8")
+    return dst
+
+
+def _squad_slice(src: Path, dst: Path, questions: int) -> Path:
+    data = json.loads(src.read_text(encoding="utf-8"))
+    article = data["data"][0]
+    paragraph = dict(article["paragraphs"][0])
+    paragraph["qas"] = paragraph["qas"][:questions]
+    dst.write_text(json.dumps({"version": "1.1", "data": [{"title": article["title"], "paragraphs": [paragraph]}]}))
+    return dst
