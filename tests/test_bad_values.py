@@ -28,6 +28,18 @@ BASE = {
         "MISSING/out",
     ],
     "pretrain": ["--data", "MISSING", "--output", "MISSING/out", "--model-size", "tiny", "--vocab", "MISSING"],
+    "distill": [
+        "--teacher",
+        "MISSING",
+        "--student",
+        "tiny",
+        "--train",
+        "MISSING/t.tsv",
+        "--dev",
+        "MISSING/d.tsv",
+        "--output",
+        "MISSING/out",
+    ],
     "pretrain-data": ["--input", "MISSING/a.txt", "--vocab", "MISSING", "--output", "MISSING/out"],
     "vocab": ["--corpus", "MISSING/a.txt", "--output", "MISSING/vocab.txt"],
     "predict": ["--model", "MISSING", "--input", "MISSING/in.txt", "--output", "MISSING/out.jsonl"],
@@ -98,8 +110,21 @@ BAD_VALUES = [
     ("serve", "max-body-mb", "0", "0.0", "> 0"),
     ("serve", "body-timeout-s", "0", "0.0", "> 0"),
 ]
-# pretrain runs the same training loop: its --train.* options, through its own parser
-BAD_VALUES += [("pretrain", *row[1:]) for row in BAD_VALUES if row[0] == "finetune" and row[1].startswith("train.")]
+# pretrain and distill run the same training loop: its --train.* options, through their own parsers
+BAD_VALUES += [
+    (verb, *row[1:])
+    for verb in ("pretrain", "distill")
+    for row in BAD_VALUES
+    if row[0] == "finetune" and row[1].startswith("train.")
+]
+BAD_VALUES += [
+    ("distill", "train.seed", "-1", "-1", ">= 0 and <= 4294967295"),
+    ("distill", "temperature", "0", "0.0", "> 0"),
+    ("distill", "soft-weight", "1.5", "1.5", ">= 0 and <= 1"),
+    ("distill", "unlabeled-examples", "0", "0", ">= 1"),
+    ("distill", "max-length", "1", "1", ">= 2"),
+    ("distill", "train-examples", "0", "0", ">= 1"),
+]
 
 BAD_VALUES += [
     ("finetune", "train.seed", "-1", "-1", ">= 0 and <= 4294967295"),
