@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The compact-model table on MR sentiment: a MiniLM-L6 teacher fine-tuned with configs/mr.yaml, and
+# compact students (Turc et al. 2019 sizes) trained two ways with the same budget:
+#   (a) fine-tuned directly from random init on the labels;
+#   (b) distilled from random init: the labels, plus the teacher's outputs on train and on a seeded
+#       sample of unlabelled transfer text (corpus-en, Wikipedia paragraphs).
+# Each run is skipped when its test score exists, so the script can be stopped and started again.
+#   bash bench/compact.sh      (SIZES="tiny mini" SEEDS=1 EPOCHS=3 LR=5e-4 UNLABELED=8000 OUT=runs/compact)
+# Then prints dev/test accuracy, parameters and fp32 encode speed against the teacher's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BERTKIT=${BERTKIT:-.venv/bin/bertkit}
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-runs/compact}
+SIZES=${SIZES:-"tiny mini"}
+SEEDS=${SEEDS:-1}
+EPOCHS=${EPOCHS:-3}
+LR=${LR:-5e-4}
+UNLABELED=${UNLABELED:-8000}
+mkdir -p "$OUT"
+
+teacher=$OUT/teacher
+if [ ! -f "$teacher/eval-mr-test.json" ]; then
+  echo "== teacher: MiniLM-L6 fine-tuned on MR (configs/mr.yaml)"
+  "$BERTKIT" finetune --config configs/mr.yaml --output "$teacher" --overwrite > "$teacher.log" 2>&1
+  "$BERTKIT" evaluate --model "$teacher" --data mr:test > /dev/null
+fi
+
+# A random-init student of a preset size reads MiniLM's vocab: a directory with the vocab only.
+vocab=$OUT/minilm-vocab
+if [ ! -f "$vocab/vocab.txt" ]; then
+  mkdir -p "$vocab"
+  "$PY" -c "from bertkit.fetch import resolve_model; from bertkit.tokenizer import BertTokenizer; \
+BertTokenizer.from_dir(resolve_model('minilm')).save('$vocab')"
+fi
+
+for size in $SIZES; do
+  for seed in ${SEEDS//,/ }; do
+    run=$OUT/$size-finetune-seed$seed
+    if [ ! -f "$run/eval-mr-test.json" ]; then
+      echo "== (a) $size, fine-tuned from random init, seed $seed"
+      "$BERTKIT" finetune --task classify --model "$vocab" --init random --size "$size" --train mr:train \
+        --dev mr:dev --output "$run" --overwrite --train.epochs "$EPOCHS" --train.lr "$LR" --train.seed "$seed" \
+        --max-length 128 > "$run.log" 2>&1
+      "$BERTKIT" evaluate --model "$run" --data mr:test > /dev/null
+    fi
+    run=$OUT/$size-distill-seed$seed
+    if [ ! -f "$run/eval-mr-test.json" ]; then
+      echo "== (b) $size, distilled from random init, seed $seed"
+      "$BERTKIT" distill --teacher "$teacher" --student "$size" --train mr:train --unlabeled corpus-en \
+        --unlabeled-examples "$UNLABELED" --dev mr:dev --output "$run" --overwrite --train.epochs "$EPOCHS" \
+        --train.lr "$LR" --train.seed "$seed" > "$run.log" 2>&1
+      "$BERTKIT" evaluate --model "$run" --data mr:test > /dev/null
+    fi
+  done
+done
+
+"$PY" bench/compact.py --out "$OUT" --sizes "$SIZES"
