@@ -225,3 +225,54 @@ def _squad_slice(src: Path, dst: Path, questions: int) -> Path:
     paragraph["qas"] = paragraph["qas"][:questions]
     dst.write_text(json.dumps({"version": "1.1", "data": [{"title": article["title"], "paragraphs": [paragraph]}]}))
     return dst
+
+
+def test_intermediate_layers_learn_the_teachers_hidden_states(teacher, mr_small, tmp_path):
+    """--hidden-weight: the projected student layers move toward their mapped teacher layers, and the
+    projection, trained for distillation only, is not part of the saved student."""
+    from safetensors import safe_open
+    from torch import nn
+
+    from bertkit.data.collate import collate
+    from bertkit.distill import DistillTask, default_layer_map
+    from bertkit.model import BertConfig
+    from bertkit.train.loop import set_seed
+
+    train, dev = mr_small
+    out = tmp_path / "hidden"
+    assert (
+        _distill(
+            teacher, train, dev, out, "--hidden-weight", "1", "--soft-weight", "1", "--train.epochs=6", "--train.seed=7"
+        )
+        == 0
+    )
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if "distill_projection" in k]
+
+    run = load_task(teacher, device="cpu")
+    student_config = BertConfig.preset("tiny", vocab_size=run.tokenizer.vocab_size, max_position_embeddings=128)
+    layer_map = default_layer_map(student_config.num_hidden_layers, 2)
+    assert layer_map == [1, 2]
+    task = DistillTask(run.fine_tuned, None, 2.0, 1.0, False, (run.model, layer_map, 1.0))
+    examples = run.fine_tuned.read(str(dev))
+    batch = collate(run.fine_tuned.featurize(examples, run.tokenizer, run.max_length)[:32], run.tokenizer.pad_id)
+
+    def hidden_mse(model) -> float:
+        layers: list = []
+        hooks = [model.bert.embeddings.register_forward_hook(lambda _m, _i, o: layers.append(o))]
+        hooks += [layer.register_forward_hook(lambda _m, _i, o: layers.append(o)) for layer in model.bert.layers]
+        model.eval()
+        with torch.no_grad():
+            model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            value = float(task.hidden_loss(model, layers, batch))
+        for hook in hooks:
+            hook.remove()
+        return value
+
+    set_seed(7)  # the student as the run started it
+    before = run.fine_tuned.build_model(student_config)
+    before.distill_projection = nn.Linear(128, 32)
+    after = run.fine_tuned.build_model(student_config)
+    after.distill_projection = nn.Linear(128, 32)
+    after.load_state_dict(torch.load(out / "checkpoint" / "state.pt", weights_only=True)["model"])
+    assert hidden_mse(after) < 0.5 * hidden_mse(before)

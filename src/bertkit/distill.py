@@ -20,6 +20,7 @@ loss = soft_weight * soft + (1 - soft_weight) * hard, on the one training loop (
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -34,7 +35,7 @@ from torch import nn
 from bertkit.checkpoint import load_config, load_weights, read_state_dict
 from bertkit.config import option, required
 from bertkit.config import save as save_config
-from bertkit.data.collate import collate, sorted_batches
+from bertkit.data.collate import collate, length_grouped_batches, sorted_batches
 from bertkit.data.readers import read_texts
 from bertkit.errors import BertkitError
 from bertkit.fetch import resolve_data, resolve_model
@@ -69,6 +70,15 @@ class DistillConfig:
     temperature: float = option(2.0, "softmax temperature of the soft targets (1: the teacher's own)", above=0)
     soft_weight: float = option(
         0.5, "share of the loss from the teacher's soft outputs; the rest from the labels", at_least=0, at_most=1
+    )
+    hidden_weight: float = option(
+        0.0,
+        "intermediate-layer distillation (TinyBERT): weight of the squared error between each student layer's "
+        "hidden states, through a learned projection, and a teacher layer's; 0: off",
+        at_least=0,
+    )
+    layer_map: list[int] = option(
+        [], "the teacher layer (1-based) each student layer learns from (default: evenly spaced)", at_least=1
     )
     max_length: int | None = option(None, "tokens per input (default: the teacher's)", at_least=2)
     train_examples: int | None = option(None, "train on a seeded sample of this many labelled examples", at_least=1)
@@ -148,13 +158,27 @@ class TeacherCache:
 class DistillTask(Task):
     """The teacher's task, trained on a mix of its labels and the teacher's soft outputs (see the module
     docstring). Reading, featurizing, decoding and metrics are the inner task's; a student saved from
-    here is an ordinary model directory of that task."""
+    here is an ordinary model directory of that task.
+
+    Batches hold labelled or unlabelled features, never both, so one forward pass gives the hard loss
+    (the inner task's own, run on the whole batch) and the soft loss (from the same outputs, captured).
+    With `hidden` (intermediate-layer distillation, as TinyBERT), each student layer's hidden states,
+    through a learned projection to the teacher's width (the student's `distill_projection`, dropped
+    when the student is saved), are also matched to a teacher layer's (`layer_map`), the teacher
+    running alongside."""
 
     def __init__(
-        self, inner: Task, cache: TeacherCache | None, temperature: float, soft_weight: float, regression: bool
+        self,
+        inner: Task,
+        cache: TeacherCache | None,
+        temperature: float,
+        soft_weight: float,
+        regression: bool,
+        hidden: tuple[nn.Module, list[int], float] | None = None,
     ):
         self.inner, self.cache = inner, cache
         self.temperature, self.soft_weight, self.regression = temperature, soft_weight, regression
+        self.hidden = hidden  # (teacher model, teacher layer per student layer, weight)
         self.name, self.main_metric, self.labels = inner.name, inner.main_metric, inner.labels
         self.metric_scale = inner.metric_scale
 
@@ -179,18 +203,60 @@ class DistillTask(Task):
     def label_config(self) -> dict:
         return self.inner.label_config()
 
-    def loss(self, model, batch):
-        soft = self.soft_loss(model, batch)
-        labelled = batch["labelled"].bool()
-        if self.soft_weight == 1.0 or not labelled.any():
-            return soft
-        hard = self.inner.loss(model, {k: v[labelled] for k, v in batch.items()})
-        share = labelled.float().mean()  # the hard loss is a mean over the labelled rows only
-        return self.soft_weight * soft + (1 - self.soft_weight) * share * hard
+    def train_batches(self, features, batch_size, generator, lengths):
+        """Length-grouped batches of the labelled and of the unlabelled features, shuffled together."""
+        batches = []
+        for flag in (1, 0):
+            indices = [i for i, f in enumerate(features) if f["labelled"] == flag]
+            part = length_grouped_batches([lengths[i] for i in indices], batch_size, generator)
+            batches += [[indices[j] for j in b] for b in part]
+        order = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[i] for i in order]
 
-    def soft_loss(self, model, batch) -> torch.Tensor:
+    def loss(self, model, batch):
+        labelled = bool(batch["labelled"].all())
+        assert labelled or not batch["labelled"].any(), "train_batches keeps labelled and unlabelled apart"
+        outputs: list = []
+        layers: list = []
+        hooks = [model.register_forward_hook(lambda _m, _i, out: outputs.append(out))]
+        if self.hidden is not None:
+            encoder = model.bert
+            hooks.append(encoder.embeddings.register_forward_hook(lambda _m, _i, out: layers.append(out)))
+            hooks += [layer.register_forward_hook(lambda _m, _i, out: layers.append(out)) for layer in encoder.layers]
+        try:
+            if labelled and self.soft_weight < 1:
+                hard = self.inner.loss(model, batch)  # runs the model once; the hook keeps its outputs
+            else:
+                hard = None
+                model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        finally:
+            for hook in hooks:
+                hook.remove()
+        loss = self.soft_loss(outputs[0], batch)
+        if hard is not None:
+            loss = self.soft_weight * loss + (1 - self.soft_weight) * hard
+        if self.hidden is not None:
+            loss = loss + self.hidden[2] * self.hidden_loss(model, layers, batch)
+        return loss
+
+    def hidden_loss(self, model, student_layers: list[torch.Tensor], batch) -> torch.Tensor:
+        """Mean squared error between projected student hidden states (embeddings and every layer) and
+        the mapped teacher layers', over real tokens."""
+        assert self.hidden is not None
+        teacher, layer_map, _ = self.hidden
+        encoder = teacher.get_submodule("bert")
+        with torch.no_grad():
+            out = encoder(
+                batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], output_hidden_states=True
+            )
+        real = batch["attention_mask"].bool()
+        pairs = zip(student_layers, [0, *layer_map])  # embeddings to embeddings, then the layer map
+        projection = model.get_submodule("distill_projection")
+        losses = [F.mse_loss(projection(s)[real], out.hidden_states[t][real]) for s, t in pairs]
+        return torch.stack(losses).mean()
+
+    def soft_loss(self, raw, batch) -> torch.Tensor:
         assert self.cache is not None, "the teacher's outputs are computed before training"
-        raw = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         raw = raw if isinstance(raw, tuple) else (raw,)
         indices = batch["teacher_row"].tolist()
         total = raw[0].new_zeros(())
@@ -217,6 +283,11 @@ class DistillTask(Task):
                 kl = per_row[mask].mean() if per_row.dim() > 1 else per_row.mean()
             total = total + kl * t * t
         return total / len(raw)
+
+
+def default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer (1-based) for each student layer, evenly spaced: 4 of 12 -> 3, 6, 9, 12."""
+    return [round((i + 1) * teacher_layers / student_layers) for i in range(student_layers)]
 
 
 def _student(cfg: DistillConfig, teacher_config: BertConfig, vocab_size: int) -> tuple[BertConfig, Path | None]:
@@ -280,7 +351,8 @@ def _distill(cfg: DistillConfig, info: distributed.Dist) -> dict:
         len(dev),
     )
 
-    student_config, student_dir = _student(cfg, config_of_teacher(teacher), tokenizer.vocab_size)
+    teacher_config = load_config(teacher.directory)
+    student_config, student_dir = _student(cfg, teacher_config, tokenizer.vocab_size)
     regression = inner.name == "regression"
     job = {
         "teacher": cfg.teacher,
@@ -300,17 +372,23 @@ def _distill(cfg: DistillConfig, info: distributed.Dist) -> dict:
         raw, per_token = teacher_outputs(teacher.model, features, tokenizer.pad_id, teacher.device)
         TeacherCache.write(cache_dir, raw, per_token, fingerprint)
     distributed.barrier()
-    task = DistillTask(inner, TeacherCache(cache_dir), cfg.temperature, cfg.soft_weight, regression)
-    del teacher
-
     set_seed(cfg.train.seed)
     model = inner.build_model(student_config)
     if student_dir is not None:
         load_weights(inner.pretrained_target(model), read_state_dict(student_dir), source=str(student_dir))
+    hidden = None
+    if cfg.hidden_weight > 0:  # the teacher runs alongside the student
+        assert isinstance(teacher.model, nn.Module)  # loaded with the torch backend
+        hidden = (teacher.model, _layer_map(cfg, student_config, teacher_config), cfg.hidden_weight)
+        model.distill_projection = nn.Linear(student_config.hidden_size, teacher_config.hidden_size)
+    task = DistillTask(inner, TeacherCache(cache_dir), cfg.temperature, cfg.soft_weight, regression, hidden)
     if info.is_main:
         save_config(cfg, out / "distill.yaml")
 
     def save_best(trained, metrics):
+        if hasattr(trained, "distill_projection"):  # trained for distillation only: not part of the student
+            trained = copy.deepcopy(trained)
+            del trained.distill_projection
         save_task_dir(out, trained, inner, tokenizer, max_length, metrics)
 
     trainer = Trainer(
@@ -320,8 +398,15 @@ def _distill(cfg: DistillConfig, info: distributed.Dist) -> dict:
     return numeric(best) if info.is_main else {}
 
 
-def config_of_teacher(teacher: Loaded) -> BertConfig:
-    return load_config(teacher.directory)
+def _layer_map(cfg: DistillConfig, student: BertConfig, teacher: BertConfig) -> list[int]:
+    if not cfg.layer_map:
+        return default_layer_map(student.num_hidden_layers, teacher.num_hidden_layers)
+    if len(cfg.layer_map) != student.num_hidden_layers or max(cfg.layer_map) > teacher.num_hidden_layers:
+        raise BertkitError(
+            f"--layer-map {','.join(map(str, cfg.layer_map))}: give one teacher layer (1 to "
+            f"{teacher.num_hidden_layers}) for each of the student's {student.num_hidden_layers} layers"
+        )
+    return cfg.layer_map
 
 
 def _read_dev(task: Task, dev: str) -> list[dict]:
