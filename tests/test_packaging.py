@@ -1,8 +1,8 @@
 """What `pip install bertkit[EXTRA]` installs is what bertkit's modules import.
 
 Every module under src/bertkit is read (not imported): each third-party import, at module level or inside
-a function, must name a distribution that pyproject.toml installs for that module, namely a core
-dependency or one of the extra that claims the module in `EXTRA_OF` below. A module also needs what the
+a function, must name a distribution that pyproject.toml installs for that module: a core dependency,
+or one of the extra that `EXTRA_OF` below says the module belongs to. A module also needs what the
 bertkit modules it imports at module level need when they are imported. So a new import that no extra
 installs, or a module moved out of its extra's reach, fails here and not on a user's machine.
 Offline: import names are mapped to distributions through the installed packages' metadata.

@@ -346,6 +346,7 @@ def test_serve_builds_the_app_from_cli_options(minilm_dir, runs):
     cfg = ServeConfig(model=str(minilm_dir), task=[f"sentiment={runs['sentiment']}"], max_texts=2)
     with TestClient(build_app(cfg)) as client:
         assert client.get("/health").json()["encoder"] == {
+            "name": "minilm",
             "pooling": "mean",
             "layer": -1,
             "normalize": True,

@@ -1,7 +1,8 @@
 """The server's request validation on random requests: random bytes, random JSON (any value, and objects
 shaped like the requests with any value in any slot) and random headers, to /encode, /similarity and
-/predict/{task}. Every answer must be a 2xx, or a 4xx whose body is exactly `{"error": "..."}`; a 5xx or
-an exception inside the app (the TestClient re-raises it) is a bug.
+/predict/{task}, /v1/embeddings and /embed. Every answer must be a 2xx, or a 4xx whose body is exactly
+`{"error": "..."}` (under /v1/ OpenAI's `{"error": {"message", "type", "param", "code"}}`); a 5xx or an
+exception inside the app (the TestClient re-raises it) is a bug.
 
 A tiny random BERT is behind /encode and /similarity; /predict/sentiment tokenizes its inputs with the
 real tokenizer and /predict/squad is a stand-in (the request checks are the server's). The search is
@@ -33,7 +34,9 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
-PATHS = st.sampled_from(["/encode", "/similarity", "/predict/sentiment", "/predict/squad", "/predict/nope"])
+PATHS = st.sampled_from(
+    ["/encode", "/similarity", "/predict/sentiment", "/predict/squad", "/predict/nope", "/v1/embeddings", "/embed"]
+)
 
 
 class Classifier:
@@ -72,7 +75,9 @@ class Reader:
 @pytest.fixture(scope="module")
 def client(tiny_dir):
     predictors = {"sentiment": Classifier(BertTokenizer.from_dir(tiny_dir)), "squad": Reader()}
-    app = create_app(Encoder(tiny_dir), predictors, Limits(max_texts=6, max_chars=300, max_body_mb=0.01))
+    app = create_app(
+        Encoder(tiny_dir), predictors, Limits(max_texts=6, max_chars=300, max_body_mb=0.01), model_name="tiny"
+    )
     with TestClient(app) as c:
         yield c
 
@@ -82,7 +87,12 @@ def check(r) -> None:
     if r.status_code >= 400:
         assert r.headers["content-type"] == "application/json", r.headers
         answer = r.json()
-        assert list(answer) == ["error"] and isinstance(answer["error"], str) and answer["error"], answer
+        assert list(answer) == ["error"], answer
+        error = answer["error"]
+        if r.request.url.path.startswith("/v1/"):
+            assert set(error) == {"message", "type", "param", "code"}, answer
+            error = error["message"]
+        assert isinstance(error, str) and error, answer
 
 
 # texts: random, or one of those that have tripped servers (lone surrogates, NUL, blank, over --max-chars)
@@ -133,6 +143,26 @@ REQUESTS = {
         },
     ),
     "/predict/nope": st.fixed_dictionaries({"texts": TEXTS}),
+    "/v1/embeddings": st.fixed_dictionaries(
+        {"input": TEXT | TEXTS | ANY},
+        optional={
+            "model": st.sampled_from(["tiny", "other"]) | ANY,
+            "encoding_format": st.sampled_from(["float", "base64", "hex"]),
+            "dimensions": st.integers(-1, 40) | ANY,
+            "truncate": st.booleans(),
+            "user": TEXT,
+        },
+    ),
+    "/embed": st.fixed_dictionaries(
+        {"inputs": TEXT | TEXTS | ANY},
+        optional={
+            "normalize": st.booleans() | ANY,
+            "truncate": st.booleans(),
+            "truncation_direction": st.sampled_from(["Left", "Right", "right"]),
+            "prompt_name": st.none() | TEXT,
+            "dimensions": st.none() | st.integers(0, 40),
+        },
+    ),
 }
 
 
@@ -180,6 +210,8 @@ GOOD = {
     "/similarity": {"query": "a film", "texts": ["a gorgeous film"]},
     "/predict/sentiment": {"texts": ["a gorgeous film"]},
     "/predict/squad": {"inputs": [{"question": "what?", "context": "a gorgeous film"}]},
+    "/v1/embeddings": {"input": ["a gorgeous film"], "model": "tiny"},
+    "/embed": {"inputs": "a gorgeous film"},
 }
 
 

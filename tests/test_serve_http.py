@@ -43,12 +43,18 @@ def serving(app):
 
 
 class StubEngine:
-    """A fake encoder: vector [len(text), 1, 0]; sleeps `delay` per batch; fails on texts holding 'boom'."""
+    """A fake encoder: vector [len(text), 1, 0] (for a text sent as token ids, [their count, 1, 0]); sleeps
+    `delay` per batch; fails on texts holding 'boom'. Its tokenizer gives [CLS], one id per word and [SEP]."""
 
     defaults = {"pooling": "cls", "layer": -1, "normalize": False}
+    dim, max_length = 3, 8
 
     def __init__(self, delay: float = 0.0):
         self.delay = delay
+
+    def tokenize(self, texts, truncate=True):
+        ids = [[101, *(1000 + len(word) for word in text.split()), 102] for text in texts]
+        return [seq[: self.max_length - 1] + [102] if truncate and len(seq) > self.max_length else seq for seq in ids]
 
     def __call__(self, items):
         time.sleep(self.delay)

@@ -2,7 +2,8 @@
 
     bertkit serve --model minilm --task sentiment=runs/mr --task ner=runs/wnut --port 8000
 
-Docs at http://HOST:PORT/docs; see bertkit.encode.server for the endpoints.
+Docs at http://HOST:PORT/docs; see bertkit.encode.server for the endpoints, OpenAI's /v1/embeddings
+and text-embeddings-inference's /embed among them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from bertkit.config import help_text, option, parse_args
 from bertkit.encode import Encoder
@@ -23,6 +25,11 @@ log = logging.getLogger("bertkit")
 class ServeConfig:
     model: str | None = option(
         None, "sentence-vector model directory or fetched name, e.g. minilm (POST /encode, /similarity)"
+    )
+    model_name: str | None = option(
+        None,
+        "the --model's name in the OpenAI-compatible API (GET /v1/models, `model` in "
+        "POST /v1/embeddings); default: the model directory's name, e.g. minilm",
     )
     task: list[str] = option([], "fine-tuned models as NAME=DIR (repeat --task, or comma-separate): POST /predict/NAME")
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
@@ -147,7 +154,8 @@ def build_app(cfg: ServeConfig):
         max_body_mb=cfg.max_body_mb,
         body_timeout_s=cfg.body_timeout_s,
     )
-    return create_app(encoder, predictors, limits, access=access)
+    name = cfg.model_name or (Path(cfg.model).resolve().name if cfg.model else "encoder")
+    return create_app(encoder, predictors, limits, access=access, model_name=name)
 
 
 def main(argv: list[str]) -> int:

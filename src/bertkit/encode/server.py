@@ -2,10 +2,12 @@
 
 Endpoints: GET / (a small web page over the API, page.html), POST /encode, POST /similarity,
 POST /predict/{task}, GET /health, GET /metrics, and /docs (Swagger UI, served from the installed
-swagger-ui-bundle package: no CDN). Every model sits behind a `Batcher` (see batcher.py), so concurrent
-requests share forward passes and big requests take turns with small ones. Every error is JSON
-`{"error": "..."}` saying what to send instead; only a model failure (500) and a full queue (503, with
-Retry-After) are 5xx.
+swagger-ui-bundle package: no CDN). For clients written for other servers: OpenAI's POST /v1/embeddings
+and GET /v1/models, and text-embeddings-inference's POST /embed (schemas.py has every request and
+answer). Every model sits behind a `Batcher` (see batcher.py), so concurrent requests share forward
+passes and big requests take turns with small ones, whichever API they came through. Every error is
+JSON `{"error": "..."}` saying what to send instead (under /v1/ in OpenAI's shape, see `error_body`);
+only a model failure (500) and a full queue (503, with Retry-After) are 5xx.
 
 Around the app, outermost first: CountRequests (metrics), CORS (only with --cors-origin), RequireKey
 (only with --api-key), ReadBody (size cap, read timeout, JSON whatever the Content-Type).
@@ -23,7 +25,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +34,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
@@ -40,6 +41,24 @@ from starlette.staticfiles import StaticFiles
 from bertkit.data.collate import sorted_batches
 from bertkit.encode.batcher import Batcher, Metrics, QueueFull
 from bertkit.encode.encoder import MAX_PADDING, Encoder
+from bertkit.encode.schemas import (
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbedRequest,
+    EmbedResponse,
+    EncodeRequest,
+    EncodeResponse,
+    EncoderInfo,
+    ErrorResponse,
+    HealthResponse,
+    ModelCard,
+    ModelList,
+    OpenAIErrorResponse,
+    PredictRequest,
+    PredictResponse,
+    SimilarityRequest,
+    SimilarityResponse,
+)
 from bertkit.inference import Loaded, run_examples, with_inputs
 from bertkit.onnx_model import OnnxModel
 
@@ -98,13 +117,15 @@ def estimate_tokens(text: str, max_length: int) -> int:
 
 class EncodeEngine:
     """Items (text, pooling, layer, normalize) -> float32 vectors; one forward pass per length-sorted chunk,
-    each row pooled its own way, so requests with different options still share batches."""
+    each row pooled its own way, so requests with different options still share batches. An item's text
+    may come as its token ids already (`tokenize`), for the endpoints that count tokens before they
+    queue."""
 
     def __init__(self, encoder: Encoder):
         self.encoder = encoder
         self.defaults = {"pooling": encoder.pooling, "layer": encoder.layer, "normalize": encoder.normalize}
         self.num_layers = encoder.config.num_hidden_layers
-        self.dim = encoder.dim
+        self.dim, self.max_length = encoder.dim, encoder.max_length
         model = encoder.model
         self.last_layer_only = isinstance(model, OnnxModel)  # an exported graph: no hidden states
         self.has_pooler = (
@@ -113,13 +134,25 @@ class EncodeEngine:
             else getattr(model, "pooler", None) is not None
         )
 
-    def cost(self, item: tuple[str, str, int, bool]) -> int:
-        return estimate_tokens(item[0], self.encoder.max_length)
+    def tokenize(self, texts: list[str], truncate: bool = True) -> list[list[int]]:
+        """Token ids of each text as the model reads them, [CLS] and [SEP] included: cut to max_length,
+        or with `truncate=False` whole, however long (for a caller that refuses long texts)."""
+        if truncate:
+            return self.encoder.tokenize(texts)
+        encodings = self.encoder.tokenizer.encode_batch(texts, max_length=None, truncation="do_not_truncate")
+        return [e.ids for e in encodings]
+
+    def cost(self, item: tuple[str | list[int], str, int, bool]) -> int:
+        text = item[0]
+        return len(text) if isinstance(text, list) else estimate_tokens(text, self.max_length)
 
     @torch.inference_mode()
-    def __call__(self, items: list[tuple[str, str, int, bool]]) -> list[np.ndarray]:
+    def __call__(self, items: list[tuple[str | list[int], str, int, bool]]) -> list[np.ndarray]:
         enc = self.encoder
-        ids = enc.tokenize([text for text, *_ in items])
+        ids = [text if isinstance(text, list) else [] for text, *_ in items]
+        texts = {i: text for i, (text, *_) in enumerate(items) if isinstance(text, str)}  # not tokenized yet
+        for i, seq in zip(texts, enc.tokenize(list(texts.values())) if texts else []):
+            ids[i] = seq
         out: list[np.ndarray | None] = [None] * len(items)
         for chunk in sorted_batches([len(s) for s in ids], enc.batch_size, max_padding=MAX_PADDING):
             result, mask = enc.run([ids[i] for i in chunk], hidden_states=any(items[i][2] != -1 for i in chunk))
@@ -152,44 +185,10 @@ class PredictEngine:
         return with_inputs(examples, run_examples(self.run, examples, self.batch_size))
 
 
-# --- Request bodies -----------------------------------------------------------------------------------
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EncodeRequest(_Body):
-    texts: list[str] = Field(description="the texts to encode")
-    pooling: Literal["cls", "mean", "max", "pooler"] | None = Field(None, description="default: the model's")
-    layer: int | None = Field(None, description="hidden layer: -1 the last, 0 the embeddings")
-    normalize: bool | None = Field(None, description="L2-normalise (default: the model's)")
-    encoding: Literal["float", "base64"] = Field("float", description="base64: little-endian float32, row-major")
-
-
-class SimilarityRequest(_Body):
-    pairs: list[tuple[str, str]] | None = Field(None, description="[[a, b], ...] -> one score per pair")
-    query: str | None = Field(None, description="with `texts`: the score of each text against the query")
-    texts: list[str] | None = None
-    pooling: Literal["cls", "mean", "max", "pooler"] | None = None
-    layer: int | None = None
-
-
-class PairInput(_Body):
-    text: str | None = None
-    text_b: str | None = None
-    question: str | None = None
-    context: str | None = None
-    id: str | None = None
-
-
-class PredictRequest(_Body):
-    texts: list[str] | None = Field(None, description="classify / ner: one text per input")
-    inputs: list[PairInput] | None = Field(None, description='[{"text", "text_b"}] or qa: [{"question", "context"}]')
-
-
 USAGE = {
     "/encode": '{"texts": ["a sentence", ...], "pooling": "mean", "normalize": true, "encoding": "float"}',
+    "/v1/embeddings": '{"input": ["a sentence", ...], "model": "NAME", "encoding_format": "float"}',
+    "/embed": '{"inputs": ["a sentence", ...], "normalize": true, "truncate": false}',
     "/similarity": '{"pairs": [["a", "b"], ...]} or {"query": "q", "texts": ["a", ...]}',
     "/predict": '{"texts": ["a text", ...]} or {"inputs": [{"text": "a", "text_b": "b"}]} '
     '(qa: {"inputs": [{"question": "q", "context": "c"}]})',
@@ -247,6 +246,17 @@ class CountRequests:
     def __init__(self, app, metrics: Metrics):
         self.app, self.metrics = app, metrics
 
+    ENDPOINTS = ("/encode", "/similarity", "/health", "/metrics", "/v1/embeddings", "/v1/models", "/embed")
+
+    @classmethod
+    def endpoint(cls, path: str) -> str:
+        """The metrics label of a path: an endpoint, /predict for every task, else `other`."""
+        if path in cls.ENDPOINTS:
+            return path
+        if path.startswith("/predict/"):
+            return "/predict"
+        return "/v1/models" if path.startswith("/v1/models/") else "other"
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
@@ -261,18 +271,22 @@ class CountRequests:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            path = scope["path"]
-            endpoint = (
-                path
-                if path in ("/encode", "/similarity", "/health", "/metrics")
-                else ("/predict" if path.startswith("/predict/") else "other")
-            )
+            endpoint = self.endpoint(scope["path"])
             self.metrics.request(endpoint, status, time.perf_counter() - start)
 
 
-async def answer(send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-    """A JSON error `{"error": message}` straight from ASGI middleware."""
-    body = json.dumps({"error": message}).encode()
+def error_body(path: str, status: int, message: str) -> dict:
+    """`{"error": message}`; under /v1/ OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`,
+    the one whose message OpenAI's clients put in their exceptions."""
+    if not path.startswith("/v1/"):
+        return {"error": message}
+    kind = "server_error" if status >= 500 else "authentication_error" if status == 401 else "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+async def answer(scope, send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    """A JSON error (`error_body`) straight from ASGI middleware."""
+    body = json.dumps(error_body(scope["path"], status, message)).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -301,11 +315,12 @@ class ReadBody:
         )
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await answer(send, 413, too_big, close)
+            return await answer(scope, send, 413, too_big, close)
         try:
             body = await asyncio.wait_for(self._read(receive), self.timeout_s)
         except asyncio.TimeoutError:
             return await answer(
+                scope,
                 send,
                 408,
                 f"the request body did not arrive within {self.timeout_s:g} s; send the whole body at once",
@@ -314,11 +329,11 @@ class ReadBody:
         if body is None:  # the client went away
             return
         if len(body) > self.max_bytes:
-            return await answer(send, 413, too_big, close)
+            return await answer(scope, send, 413, too_big, close)
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as e:
-            return await answer(send, 400, f"the body is not UTF-8 text (byte {e.start}); send JSON in UTF-8")
+            return await answer(scope, send, 400, f"the body is not UTF-8 text (byte {e.start}); send JSON in UTF-8")
         headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
         if body:
             headers.append((b"content-type", b"application/json"))
@@ -365,6 +380,7 @@ class RequireKey:
             return await self.app(scope, receive, send)
         said = "a wrong API key" if key else "no API key"
         await answer(
+            scope,
             send,
             401,
             f"this server needs an API key and the request has {said}: send the header "
@@ -404,6 +420,22 @@ def swagger_files() -> str | None:
 
 # --- The app ------------------------------------------------------------------------------------------
 
+# what every endpoint may answer besides its 200, for the OpenAPI schema
+_ERROR_CODES = (
+    (400, "a text the model cannot read (empty, not Unicode, too many tokens) or an option it cannot honour"),
+    (401, "the server needs an API key (`Authorization: Bearer KEY`)"),
+    (404, "no such model or task on this server"),
+    (408, "the body did not arrive within --body-timeout-s"),
+    (413, "over a limit: --max-texts, --max-chars, --max-body-mb, or the model's tokens"),
+    (422, "a body of the wrong shape; the message says what to send"),
+    (500, "the model failed on the batch; the server carries on"),
+    (503, "the queue is full: retry after the Retry-After header's seconds"),
+)
+ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse, "description": d} for c, d in _ERROR_CODES}
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    c: {"model": OpenAIErrorResponse, "description": d} for c, d in _ERROR_CODES
+}
+
 
 def create_app(
     encoder: Encoder | None,
@@ -411,8 +443,10 @@ def create_app(
     limits: Limits | None = None,
     encode_engine=None,
     access: Access | None = None,
+    model_name: str = "encoder",
 ) -> FastAPI:
-    """The FastAPI app; `encode_engine` replaces the engine built from `encoder` (tests use slow stubs)."""
+    """The FastAPI app; `encode_engine` replaces the engine built from `encoder` (tests use slow stubs).
+    `model_name` is the encoder's name in the OpenAI-compatible API (`model`, GET /v1/models)."""
     limits, access = limits or Limits(), access or Access()
     predictors = predictors or {}
     metrics = Metrics()
@@ -465,20 +499,21 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError):
         headers = {"Retry-After": str(limits.retry_after_s)} if e.status == 503 else None
-        return JSONResponse({"error": e.message}, status_code=e.status, headers=headers)
+        return JSONResponse(error_body(request.url.path, e.status, e.message), status_code=e.status, headers=headers)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, e: Exception):  # a server bug: still JSON, still a message, still alive
         log.exception("%s %s failed", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}"}, status_code=500)
+        message = f"internal error: {type(e).__name__}: {e}"
+        return JSONResponse(error_body(request.url.path, 500, message), status_code=500)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException):  # the router's 404 and 405, a body it cannot parse
         path, method = request.url.path, request.method
         if e.status_code == 404:
             message = (
-                f"there is no {path}: the endpoints are POST /encode, /similarity, /predict/TASK and "
-                "GET /, /health, /metrics, /docs"
+                f"there is no {path}: the endpoints are POST /encode, /similarity, /predict/TASK, "
+                "/v1/embeddings, /embed and GET /, /health, /metrics, /v1/models, /docs"
             )
         elif e.status_code == 405:
             allowed = (e.headers or {}).get("Allow", "another method")
@@ -487,7 +522,7 @@ def create_app(
                 message += f" with a JSON body like {_usage(path)}"
         else:
             message = f"{e.detail}; send {_usage(path)}" if _usage(path) else str(e.detail)
-        return JSONResponse({"error": message}, status_code=e.status_code, headers=e.headers)
+        return JSONResponse(error_body(path, e.status_code, message), status_code=e.status_code, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, e: RequestValidationError):
@@ -496,6 +531,8 @@ def create_app(
             where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
             if err.get("type") == "json_invalid":
                 problems.append("the body is not valid JSON")
+            elif err.get("type") == "value_error":  # schemas.py's own checks: their message names the field
+                problems.append(str(err.get("msg")).removeprefix("Value error, "))
             elif where == "body":
                 problems.append("the body must be a JSON object")
             elif err.get("type") == "extra_forbidden":
@@ -503,7 +540,8 @@ def create_app(
             else:
                 problems.append(f"`{where}`: {err.get('msg')}")
         message = "; ".join(dict.fromkeys(problems))
-        return JSONResponse({"error": f"{message}; send {_usage(request.url.path)}"}, status_code=422)
+        message = f"{message}; send {_usage(request.url.path)}"
+        return JSONResponse(error_body(request.url.path, 422, message), status_code=422)
 
     async def run(key: str, items: list, request: Request | None = None) -> list:
         """The batcher's results for `items`; if the client disconnects while they wait, the job is
@@ -550,7 +588,7 @@ def create_app(
         opts = (pooling or defaults["pooling"], layer, defaults["normalize"] if normalize is None else normalize)
         return [(t, *opts) for t in texts]
 
-    @app.post("/encode")
+    @app.post("/encode", response_model=EncodeResponse, responses=ERRORS)
     async def encode(body: EncodeRequest, request: Request):
         _check_texts(body.texts, limits)
         items = encode_items(body.texts, body.pooling, body.layer, body.normalize)
@@ -558,9 +596,99 @@ def create_app(
         if body.encoding == "base64":
             data = base64.b64encode(vectors.astype("<f4").tobytes()).decode("ascii")
             return {"vectors": data, "shape": list(vectors.shape), "dtype": "float32"}
-        return {"vectors": vectors.tolist(), "shape": list(vectors.shape)}
+        return {"vectors": vectors.tolist(), "shape": list(vectors.shape), "dtype": "float32"}
 
-    @app.post("/similarity")
+    async def embed(
+        texts: list[str],
+        request: Request,
+        field: str,
+        normalize: bool | None,
+        truncate: bool,
+        too_long: int,
+        truncate_how: str = '"truncate": true',
+    ) -> tuple[np.ndarray, list[int]]:
+        """Vectors of `texts` with the model's pooling, through the same batcher as /encode, and the
+        tokens the model read for each. The texts are tokenized first, off the event loop, to count
+        their tokens; one over the model's limit is answered `too_long` unless `truncate` cuts it."""
+        _check_texts(texts, limits, field)
+        items = encode_items(texts, None, None, normalize)
+        assert engine is not None  # encode_items refuses a server without one
+        ids = await asyncio.to_thread(engine.tokenize, texts, truncate)
+        for i, seq in enumerate(ids):
+            if len(seq) > engine.max_length:
+                raise ApiError(
+                    too_long,
+                    f"{field}[{i}] has {len(seq)} tokens and model `{model_name}` reads at most "
+                    f"{engine.max_length}: split the text, or send {truncate_how} to embed its first "
+                    f"{engine.max_length} tokens",
+                )
+        vectors = np.stack(await run("encode", [(seq, *item[1:]) for seq, item in zip(ids, items)], request))
+        return vectors, [len(seq) for seq in ids]
+
+    card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "bertkit"}
+
+    def check_model(name: str | None, dimensions: int | None = None) -> None:
+        """An encoder is served, under `name` if one is given, and gives `dimensions`-long vectors."""
+        if engine is None:
+            raise ApiError(404, "no encoder is loaded: start the server with --model DIR")
+        if name is not None and name != model_name:
+            raise ApiError(
+                404,
+                f"model `{name}` is not served here: send `{model_name}` (GET /v1/models lists it), "
+                f"or start the server with --model-name {name}",
+            )
+        dim = getattr(engine, "dim", None)
+        if dimensions is not None and dimensions != dim:
+            raise ApiError(
+                400,
+                f"`dimensions` {dimensions}: model `{model_name}` gives {dim}-dimensional vectors and was "
+                f"not trained to be cut shorter; leave `dimensions` out or send {dim}",
+            )
+
+    @app.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=OPENAI_ERRORS)
+    async def openai_embeddings(body: EmbeddingsRequest, request: Request):
+        """OpenAI's embeddings API: `OpenAI(base_url=URL + "/v1", api_key=KEY).embeddings.create(...)`."""
+        check_model(body.model, body.dimensions)
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        how = '"truncate": true (with the openai package: extra_body={"truncate": True})'
+        vectors, tokens = await embed(texts, request, "input", None, body.truncate, 400, how)
+        if body.encoding_format == "base64":  # what the openai package asks for unless told otherwise
+            data: list = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
+        else:
+            data = vectors.tolist()
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
+            "model": model_name,
+            "usage": {"prompt_tokens": sum(tokens), "total_tokens": sum(tokens)},
+        }
+
+    @app.get("/v1/models", response_model=ModelList, responses=OPENAI_ERRORS)
+    async def openai_models():
+        return {"object": "list", "data": [card] if engine is not None else []}
+
+    @app.get("/v1/models/{model}", response_model=ModelCard, responses=OPENAI_ERRORS)
+    async def openai_model(model: str):
+        check_model(model)
+        return card
+
+    @app.post("/embed", response_model=EmbedResponse, responses=ERRORS)
+    async def tei_embed(body: EmbedRequest, request: Request):
+        """text-embeddings-inference's /embed: one vector per input, pooled as the model was trained."""
+        check_model(None, body.dimensions)
+        if body.truncation_direction == "Left":
+            raise ApiError(
+                422, 'truncation_direction "Left" is not supported: send "Right" (a long text loses its end)'
+            )
+        if body.prompt_name is not None:
+            raise ApiError(
+                422, f"prompt_name {body.prompt_name!r}: this server has no prompts; put it in front of each text"
+            )
+        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        vectors, _ = await embed(texts, request, "inputs", body.normalize, body.truncate, 413)
+        return vectors.tolist()
+
+    @app.post("/similarity", response_model=SimilarityResponse, responses=ERRORS)
     async def similarity(body: SimilarityRequest, request: Request):
         if body.pairs is not None and (body.query is None and body.texts is None):
             flat = [t for pair in body.pairs for t in pair]
@@ -578,7 +706,7 @@ def create_app(
             scores = v[1:] @ v[0]
         return {"scores": [float(s) for s in scores]}
 
-    @app.post("/predict/{task}")
+    @app.post("/predict/{task}", response_model=PredictResponse, responses=ERRORS)
     async def predict(task: str, body: PredictRequest, request: Request):
         if task not in predictors:
             loaded = ", ".join(predictors) or "none (start the server with --task NAME=DIR)"
@@ -652,17 +780,20 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
-    @app.get("/health")
+    @app.get("/health", response_model=HealthResponse)
     async def health():
-        info = {
-            "status": "ok",
-            "tasks": {n: p.task.name for n, p in predictors.items()},
-            "queue_depth": metrics.queue_depth(),
-            "api_key": bool(access.api_key),
-        }
-        if engine is not None:
-            info["encoder"] = {**getattr(engine, "defaults", {}), "dim": getattr(engine, "dim", None)}
-        return info
+        encoder_info = (
+            EncoderInfo(name=model_name, **getattr(engine, "defaults", {}), dim=getattr(engine, "dim", None))
+            if engine is not None
+            else None
+        )
+        return HealthResponse(
+            status="ok",
+            tasks={n: p.task.name for n, p in predictors.items()},
+            queue_depth=metrics.queue_depth(),
+            api_key=bool(access.api_key),
+            encoder=encoder_info,
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus():
