@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -267,3 +268,21 @@ def test_a_body_that_is_not_a_request_is_refused_before_any_tokenizing():
         assert not calls
         assert api.post("/embed", json={"inputs": ["a"]}).status_code == 200
     assert calls and calls[0] != threading.main_thread().name  # off the event loop's thread
+
+
+def test_the_serving_guide_examples_run_as_written(encoder):
+    from test_serve_readme import run_curl
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text(encoding="utf-8")
+    section = guide.split("\n## OpenAI and text-embeddings-inference clients\n", 1)[1].split("\n## ", 1)[0]
+    python = section.split("```python\n", 1)[1].split("```", 1)[0]
+    curl = section.split("```sh\n", 1)[1].split("```", 1)[0].strip()
+    with serving(create_app(encoder, {}, model_name="minilm")) as url:
+        port = url.rsplit(":", 1)[1]
+        scope: dict = {}
+        exec(python.replace("127.0.0.1:8000", f"127.0.0.1:{port}"), scope)
+        r = scope["r"]
+        assert r.usage.prompt_tokens == 10 and len(r.data[0].embedding) == 384  # as its comments say
+        assert [m.id for m in scope["client"].models.list()] == ["minilm"]
+        answer = json.loads(run_curl(curl.split("   #")[0].replace("localhost:8000", f"localhost:{port}")))
+    np.testing.assert_allclose(np.array(answer), encoder.encode(["a gorgeous film"]), rtol=0, atol=1e-6)
