@@ -8,7 +8,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # The training drivers: the only modules besides train/ itself that may import bertkit.train.
-TRAINING = {"bertkit.finetune", "bertkit.pretrain"}
+TRAINING = {"bertkit.finetune", "bertkit.pretrain", "bertkit.distill"}
 
 
 def _modules() -> dict[str, Path]:

@@ -276,3 +276,44 @@ def test_intermediate_layers_learn_the_teachers_hidden_states(teacher, mr_small,
     after.distill_projection = nn.Linear(128, 32)
     after.load_state_dict(torch.load(out / "checkpoint" / "state.pt", weights_only=True)["model"])
     assert hidden_mse(after) < 0.5 * hidden_mse(before)
+
+
+def test_students_of_one_teacher_share_its_outputs(teacher, mr_small, tmp_path, caplog):
+    import logging
+
+    train, dev = mr_small
+    shared = tmp_path / "teacher-outputs"
+    assert _distill(teacher, train, dev, tmp_path / "a", "--teacher-cache", str(shared), "--train.max-steps=1") == 0
+    written = (shared / "out0.npy").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="bertkit"):
+        assert (
+            _distill(
+                teacher,
+                train,
+                dev,
+                tmp_path / "b",
+                "--teacher-cache",
+                str(shared),
+                "--student",
+                "mini",
+                "--train.max-steps=1",
+            )
+            == 0
+        )
+    assert "are in" in caplog.text and (shared / "out0.npy").stat().st_mtime_ns == written
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bertkit"):  # another seed draws other samples: labelled anew
+        assert (
+            _distill(
+                teacher,
+                train,
+                dev,
+                tmp_path / "c",
+                "--teacher-cache",
+                str(shared),
+                "--train.seed=5",
+                "--train.max-steps=1",
+            )
+            == 0
+        )
+    assert "the teacher labels" in caplog.text

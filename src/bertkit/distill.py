@@ -82,6 +82,11 @@ class DistillConfig:
     )
     max_length: int | None = option(None, "tokens per input (default: the teacher's)", at_least=2)
     train_examples: int | None = option(None, "train on a seeded sample of this many labelled examples", at_least=1)
+    teacher_cache: str | None = option(
+        None,
+        "where the teacher's outputs are kept (default: OUTPUT/teacher); students of the same teacher, data "
+        "and seed can share one, so the teacher runs once for all of them",
+    )
     resume: bool = option(False, "continue an interrupted run from OUTPUT/checkpoint")
     overwrite: bool = option(False, "replace what OUTPUT holds")
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
@@ -354,23 +359,27 @@ def _distill(cfg: DistillConfig, info: distributed.Dist) -> dict:
     teacher_config = load_config(teacher.directory)
     student_config, student_dir = _student(cfg, teacher_config, tokenizer.vocab_size)
     regression = inner.name == "regression"
-    job = {
-        "teacher": cfg.teacher,
-        "student": cfg.student,
+    weights = teacher_dir / "model.safetensors"
+    labelled_by = {  # what decides the teacher's outputs: the same for every student
+        "teacher": str(teacher_dir.resolve()),
+        "weights": content_hash(weights) if weights.is_file() else None,
         "task": inner.state(),
         "max_length": max_length,
         "data": [content_hash(p) for p in sources],
-        "seed": cfg.train.seed,
+        "seed": cfg.train.seed,  # draws the samples
         "unlabeled_examples": cfg.unlabeled_examples,
         "train_examples": cfg.train_examples,
     }
+    job = {**labelled_by, "student": cfg.student, "hidden_weight": cfg.hidden_weight, "layer_map": cfg.layer_map}
     open_run(out, job, cfg.overwrite, cfg.resume, info.is_main)
-    fingerprint = json.dumps(job, sort_keys=True)
-    cache_dir = out / "teacher"
+    fingerprint = json.dumps(labelled_by, sort_keys=True)
+    cache_dir = Path(cfg.teacher_cache) if cfg.teacher_cache else out / "teacher"
     if info.is_main and TeacherCache.fingerprint_of(cache_dir) != fingerprint:
         log.info("the teacher labels %d features (once; kept in %s)", len(features), cache_dir)
         raw, per_token = teacher_outputs(teacher.model, features, tokenizer.pad_id, teacher.device)
         TeacherCache.write(cache_dir, raw, per_token, fingerprint)
+    elif info.is_main:
+        log.info("the teacher's outputs for these %d features are in %s already", len(features), cache_dir)
     distributed.barrier()
     set_seed(cfg.train.seed)
     model = inner.build_model(student_config)
