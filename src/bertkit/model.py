@@ -4,11 +4,16 @@ Shapes in comments use:
     B = batch size          T = sequence length     H = hidden size
     N = attention heads     D = head size (H / N)   I = intermediate (feed-forward) size
     V = vocabulary size     P = masked positions per sequence    L = number of labels
+    S = positions already encoded (cached keys and values, incremental decoding)
 
 The encoder is the paper's post-LN Transformer: every sub-layer is `LayerNorm(x + Dropout(f(x)))`.
 Parameter names are our own (one fused query/key/value projection, short names); the key table in
 `bertkit/convert/hf.py` maps them to and from Hugging Face's names, so checkpoints move both ways.
 Heads return logits only: losses belong to the tasks (`bertkit/tasks`), not to the model.
+
+The same encoder generates text (UniLM, Dong et al. 2019): `seq2seq_mask` lets a target segment see
+the source and its own past only, and `BertModel.extend` runs new positions against the cached keys
+and values of the earlier ones, so a decoder step costs one position, not the whole sequence.
 """
 
 from __future__ import annotations
@@ -164,11 +169,19 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """`start`: the position of the first token (incremental decoding continues a sequence)."""
         T = input_ids.shape[1]
-        positions = torch.arange(T, device=input_ids.device)
+        positions = torch.arange(start, start + T, device=input_ids.device)
         x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
         return self.dropout(self.norm(x))  # [B, T, H]
+
+
+class KV(NamedTuple):
+    """One layer's keys and values for the positions encoded so far (incremental decoding)."""
+
+    key: torch.Tensor  # [B, N, S, D]
+    value: torch.Tensor  # [B, N, S, D]
 
 
 class SelfAttention(nn.Module):
@@ -182,16 +195,31 @@ class SelfAttention(nn.Module):
         self.dropout_p = c.attention_probs_dropout_prob
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = self.project(x)
+        return self.attend(q, k, v, mask)
+
+    def extend(self, x: torch.Tensor, mask: torch.Tensor | None, past: KV | None) -> tuple[torch.Tensor, KV]:
+        """Attention for new positions x [B, T, H] over the cached keys and values and their own;
+        -> (output [B, T, H], the keys and values of all S + T positions)."""
+        q, k, v = self.project(x)
+        if past is not None:
+            k, v = torch.cat([past.key, k], 2), torch.cat([past.value, v], 2)  # [B, N, S + T, D]
+        return self.attend(q, k, v, mask), KV(k, v)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
         B, T, H = x.shape
         # [B, T, 3H] -> [3, B, N, T, D]
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
-        # softmax(q k^T / sqrt(D)) v, with padded keys masked out; [B, N, T, D]
+        return self.qkv(x).view(B, T, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
+
+    def attend(self, q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
+        # softmax(q k^T / sqrt(D)) v, with masked keys left out; [B, N, T, D]
         p = self.dropout_p if self.training else 0.0
-        if p > 0.0 and x.device.type == "cpu":  # GPUs have fused SDPA kernels with dropout
+        if p > 0.0 and q.device.type == "cpu":  # GPUs have fused SDPA kernels with dropout
             ctx = cpu_attention_with_dropout(q, k, v, mask, p)
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        return self.out(ctx.transpose(1, 2).reshape(B, T, H))
+        B, N, T, D = ctx.shape
+        return self.out(ctx.transpose(1, 2).reshape(B, T, N * D))
 
 
 def cpu_attention_with_dropout(q, k, v, mask: torch.Tensor | None, p: float) -> torch.Tensor:
@@ -233,6 +261,12 @@ class Layer(nn.Module):
         x = self.attn_norm(x + self.dropout(self.attn(x, mask)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
+    def extend(self, x: torch.Tensor, mask: torch.Tensor | None, past: KV | None) -> tuple[torch.Tensor, KV]:
+        """`forward` for new positions given the cached keys and values of the earlier ones."""
+        attended, cache = self.attn.extend(x, mask, past)
+        x = self.attn_norm(x + self.dropout(attended))
+        return self.ffn_norm(x + self.dropout(self.ffn(x))), cache
+
 
 class Pooler(nn.Module):
     """tanh(W h_[CLS] + b): the sentence vector the paper trains with NSP."""
@@ -247,16 +281,38 @@ class Pooler(nn.Module):
 
 def attention_bias(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """[B, T] 1/0 mask -> [B, 1, 1, T] boolean mask for SDPA (True = attend); None when nothing is padded.
+    A [B, T, T] mask (query i may see key j, e.g. `seq2seq_mask`) -> [B, 1, T, T].
 
     Skipping the mask when there is no padding lets SDPA take its fastest kernel; length-sorted
     batches (see `bertkit.encode`) are often unpadded.
     """
-    # ONNX export: an additive mask (one Add a layer, no Where / IsNaN guards in the graph)
-    if attention_mask is not None and torch.jit.is_tracing():
-        return (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
-    if attention_mask is None or bool(attention_mask.all()):
+    if attention_mask is None:
         return None
-    return attention_mask[:, None, None, :].bool()
+    # [B, T] -> [B, 1, 1, T]: one row for every query; [B, T, T] -> [B, 1, T, T]
+    bias = attention_mask[:, None, None, :] if attention_mask.dim() == 2 else attention_mask[:, None]
+    # ONNX export: an additive mask (one Add a layer, no Where / IsNaN guards in the graph)
+    if torch.jit.is_tracing():
+        return (1.0 - bias.float()) * torch.finfo(torch.float32).min
+    if bool(attention_mask.all()):
+        return None
+    return bias.bool()
+
+
+def seq2seq_mask(attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    """UniLM's sequence-to-sequence mask: [B, T] padding mask and segments -> [B, T, T], True where
+    query i may see key j.
+
+    The source is segment A ([CLS] source [SEP], type 0), the target segment B (type 1) after it. A
+    source token sees the whole source (both ways) and never the target; a target token sees the
+    source and the target up to itself (left to right), so the target can be generated one token at
+    a time. Padding is seen by no one.
+    """
+    T = attention_mask.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()  # [T, T], j <= i
+    source = (token_type_ids == 0) & attention_mask.bool()  # [B, T]
+    # j is visible from i when it is source, or when it is at or before i (a target, or source too)
+    visible = source[:, None, :] | causal[None]  # [B, T, T]
+    return visible & attention_mask.bool()[:, None, :]
 
 
 class BertModel(nn.Module):
@@ -293,6 +349,33 @@ class BertModel(nn.Module):
                 hidden.append(x)
         pooled = self.pooler(x) if self.pooler is not None else None
         return BertOutput(x, pooled, tuple(hidden) if hidden is not None else None)
+
+    def extend(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, past: list[KV] | None = None
+    ) -> tuple[torch.Tensor, list[KV]]:
+        """Encode input_ids [B, T] as the continuation of the S positions in `past` (one KV a layer, or
+        None for a fresh start): the new positions see every cached one and, among themselves, only
+        those at or before them. -> (hidden [B, T, H], the cache of all S + T positions).
+
+        For generation: the source with `past=None` (T source tokens see one another: its keys and
+        values are computed once), then one target token a step. Equal to `forward` with
+        `seq2seq_mask` over the whole sequence, at the cost of the new positions only."""
+        S = past[0].key.shape[2] if past else 0
+        T = input_ids.shape[1]
+        if S + T > self.config.max_position_embeddings:
+            raise BertkitError(
+                f"sequence of {S + T} tokens is longer than the model's max_position_embeddings "
+                f"({self.config.max_position_embeddings}): generate fewer tokens or shorten the source"
+            )
+        mask = None
+        if past and T > 1:  # several new target positions: causal among themselves
+            mask = torch.ones(T, S + T, dtype=torch.bool, device=input_ids.device).tril(S)  # [T, S + T]
+        x = self.embeddings(input_ids, token_type_ids, start=S)
+        cache = []
+        for i, layer in enumerate(self.layers):
+            x, kv = layer.extend(x, mask, past[i] if past else None)
+            cache.append(kv)
+        return x, cache
 
 
 def init_weights(module: nn.Module, std: float) -> None:
