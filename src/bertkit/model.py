@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -373,7 +373,7 @@ class BertModel(nn.Module):
         x = self.embeddings(input_ids, token_type_ids, start=S)
         cache = []
         for i, layer in enumerate(self.layers):
-            x, kv = layer.extend(x, mask, past[i] if past else None)
+            x, kv = cast(Layer, layer).extend(x, mask, past[i] if past else None)
             cache.append(kv)
         return x, cache
 
