@@ -77,42 +77,61 @@ def load_encoder(
     return load_onnx(d, int8=backend == "onnx-int8").to(device or "cpu"), torch.device("cpu")
 
 
-def load(model_dir: str | Path, backend: str = "torch", device: str | None = None) -> Loaded:
+def load(model_dir: str | Path, backend: str = "torch", device: str | None = None, task: str | None = None) -> Loaded:
     """A fine-tuned directory (task.json: the task, its head and labels) or, without task.json, the
-    plain encoder; `backend` onnx / onnx-int8 runs the graph `bertkit export` wrote (CPU only)."""
+    plain encoder; `backend` onnx / onnx-int8 runs the graph `bertkit export` wrote (CPU only).
+
+    `task`: a task whose head the directory holds without fine-tuning (fill-mask and nsp: the
+    pretraining heads `bertkit pretrain` saves), for a directory without task.json."""
     check_backend(backend)
     d = resolve_model(str(model_dir))
     tokenizer = BertTokenizer.from_dir(d)
     task_file = d / "task.json"
-    if not task_file.is_file():
+    if task_file.is_file():
+        state = json.loads(task_file.read_text(encoding="utf-8"))
+        if task is not None and task != state["task"]:
+            raise BertkitError(
+                f"{d} is fine-tuned for task `{state['task']}` (task.json), not `{task}`: "
+                f"drop --task, or pass --task {state['task']}"
+            )
+    elif task is not None:
+        state = {"task": task, "max_length": min(512, load_config(d).max_position_embeddings)}
+    else:
         model, dev = load_encoder(d, backend, device)
         return Loaded(None, model, tokenizer, min(512, load_config(d).max_position_embeddings), dev, d)
-    state = json.loads(task_file.read_text(encoding="utf-8"))
-    task = get_task(state["task"], **{k: v for k, v in state.items() if k not in ("task", "max_length")})
+    chosen = get_task(state["task"], **{k: v for k, v in state.items() if k not in ("task", "max_length")})
     max_length = state.get("max_length", 128)
     if backend != "torch":
         return Loaded(
-            task,
+            chosen,
             load_onnx(d, int8=backend == "onnx-int8").to(device or "cpu"),
             tokenizer,
             max_length,
             torch.device("cpu"),
             d,
         )
-    head = task.build_model(load_config(d))
+    head = chosen.build_model(load_config(d))
     report = load_weights(head, read_state_dict(d), source=str(d))
+    if report.newly_initialised and not task_file.is_file():
+        raise BertkitError(
+            f"{d} has no weights for the head of task `{chosen.name}` ({', '.join(report.newly_initialised[:2])}): "
+            "use a model directory saved with that head, e.g. by `bertkit pretrain` (masked LM and NSP); "
+            "an encoder-only model such as MiniLM has none"
+        )
     if report.newly_initialised:
         raise BertkitError(
             f"{d} lacks the task head ({', '.join(report.newly_initialised[:2])}): "
             "the directory is incomplete; fine-tune again"
         )
     dev = resolve_device(device)
-    return Loaded(task, head.to(dev).eval(), tokenizer, max_length, dev, d)
+    return Loaded(chosen, head.to(dev).eval(), tokenizer, max_length, dev, d)
 
 
-def load_task(model_dir: str | Path, backend: str = "torch", device: str | None = None) -> Loaded:
-    """`load`, for a directory that must hold a fine-tuned task."""
-    run = load(model_dir, backend, device)
+def load_task(
+    model_dir: str | Path, backend: str = "torch", device: str | None = None, task: str | None = None
+) -> Loaded:
+    """`load`, for a directory that must hold a fine-tuned task (or the head of `task`)."""
+    run = load(model_dir, backend, device, task)
     run.fine_tuned  # noqa: B018 (an error now, for a plain encoder directory)
     return run
 

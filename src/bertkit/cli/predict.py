@@ -14,6 +14,9 @@ from bertkit.outputs import atomic_write_text, check_output_file
 @dataclass
 class PredictConfig:
     model: str = required("fine-tuned model directory (written by bertkit finetune)")
+    task: str | None = option(
+        None, "fill-mask or nsp: run a pretrained model's own heads (a directory written by bertkit pretrain)"
+    )
     input: str = required("inputs: text lines, JSONL/TSV with `text` (and `text_b`), or a name like mr:test")
     output: str = required("where to write predictions (JSONL)")
     batch_size: int = option(64, "examples per forward pass", at_least=1)
@@ -27,7 +30,7 @@ class PredictConfig:
 def main(argv: list[str]) -> int:
     cfg = parse_args(PredictConfig, argv, prog="bertkit predict")
     out = check_output_file(cfg.output, [resolve_data(cfg.input, "test")], cfg.overwrite)
-    rows = predict_file(load_task(cfg.model, cfg.backend, cfg.device), cfg.input, cfg.batch_size)
+    rows = predict_file(load_task(cfg.model, cfg.backend, cfg.device, cfg.task), cfg.input, cfg.batch_size)
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print(f"{len(rows)} predictions -> {out}")
     return 0

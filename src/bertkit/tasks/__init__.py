@@ -180,6 +180,8 @@ TASKS: dict[str, tuple[str, str] | type[Task]] = {
     "regression": ("bertkit.tasks.classify", "RegressionTask"),
     "ner": ("bertkit.tasks.ner", "NerTask"),
     "qa": ("bertkit.tasks.qa", "QATask"),
+    "fill-mask": ("bertkit.tasks.fill_mask", "FillMaskTask"),
+    "nsp": ("bertkit.tasks.nsp", "NspTask"),
 }
 
 
