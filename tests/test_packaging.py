@@ -34,6 +34,7 @@ EXTRA_OF = {
     "bertkit.export": "onnx",  # the ONNX export and its int8 quantization
     "bertkit.cli.export": "onnx",
     "bertkit.train.board": "track",  # tensorboard, for --train.tensorboard
+    "bertkit.search.ann": "search",  # faiss, for approximate search
 }
 # Parts of a package that need another distribution than the package's own (torch does not install
 # tensorboard); an import of one of them needs that distribution.

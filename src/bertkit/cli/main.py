@@ -18,9 +18,11 @@ VERBS = {
     "evaluate": "score a fine-tuned model on labelled data",
     "predict": "run a fine-tuned model over inputs (JSONL out)",
     "encode": "sentence vectors for a file of texts (.npy)",
+    "index": "build a search index of texts: their vectors memory-mapped, exact or approximate (faiss)",
+    "search": "the texts of an index nearest to a query, or to each query of a file (JSONL)",
     "export": "a model directory -> ONNX (optionally int8), checked against PyTorch",
     "convert": "Google's TensorFlow checkpoints <-> Hugging Face directories, parity-checked",
-    "serve": "HTTP server: /encode, /similarity, /predict/TASK with dynamic batching",
+    "serve": "HTTP server: /encode, /similarity, /search, /predict/TASK with dynamic batching",
 }
 
 USAGE = "usage: bertkit VERB [options]   (bertkit VERB --help for a verb's options)\n\nverbs:\n" + "\n".join(
