@@ -9,6 +9,10 @@ The library tracks an alignment from normalized back to original characters, so 
 character spans of the ORIGINAL text even when normalization changes the length ('İ' lower-cases
 to two code points, 'é' loses its accent, a control char disappears).
 
+A model directory holds its vocab as vocab.txt (google-research, transformers 4) or only inside
+tokenizer.json (what transformers 5 and sentence-transformers 6 save); both are read, and a BERT
+WordPiece tokenizer.json gives the same tokenizer as its vocab.txt would.
+
 Special tokens come from the library's post-processor ([CLS] A [SEP] B [SEP]). Truncation is done
 here, on the finished encoding, rather than by `Tokenizer.enable_truncation`: that keeps one
 tokenizer object free of per-call state, lets us raise readable errors where the library silently
@@ -56,7 +60,7 @@ def read_vocab(vocab_file) -> dict[str, int]:
     if not path.is_file():
         raise BertkitError(
             f"vocab file {path} not found; fetch a model with `bertkit fetch minilm` "
-            "or point to a directory holding vocab.txt"
+            "or point to a directory holding vocab.txt (or a BERT tokenizer.json)"
         )
     raw = path.read_bytes()
     if not raw.strip():
@@ -79,12 +83,54 @@ def read_vocab(vocab_file) -> dict[str, int]:
                 "ids are line numbers, so every token must be unique"
             )
         vocab[token] = index
+    _check_specials(vocab, path)
+    return vocab
+
+
+def _check_specials(vocab: dict[str, int], path: Path) -> None:
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
         raise BertkitError(
             f"{path} lacks the special tokens {' '.join(missing)}; a BERT vocab needs all of {' '.join(SPECIAL_TOKENS)}"
         )
-    return vocab
+
+
+def read_tokenizer_json(path) -> tuple[dict[str, int], bool | None]:
+    """(vocab, lowercase or None when unsaid) from a `tokenizers` tokenizer.json holding a BERT WordPiece
+    tokenizer, as transformers 5 and sentence-transformers 6 save it (with no vocab.txt beside it).
+
+    Anything else (BPE, Unigram, a normalizer that is not BERT's) is refused: bertkit's tokenizer
+    is BERT's WordPiece pipeline and would give other ids than the file describes.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BertkitError(f"{path} is not valid JSON ({e}); restore it from the original model") from None
+    model = data.get("model") or {}
+    if model.get("type") != "WordPiece" or model.get("continuing_subword_prefix", "##") != "##":
+        raise BertkitError(
+            f"{path} holds a {model.get('type', 'unknown')} tokenizer, not BERT's WordPiece with `##` "
+            "continuations; bertkit reads BERT models only (or put the model's vocab.txt beside it)"
+        )
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or sorted(vocab.values()) != list(range(len(vocab))):
+        raise BertkitError(f"{path}: model.vocab must map every token to an id 0..n-1 once; restore the file")
+    _check_specials(vocab, path)
+    normalizer = data.get("normalizer") or {}
+    if normalizer.get("type") != "BertNormalizer":
+        raise BertkitError(
+            f"{path}: the normalizer is {normalizer.get('type')!r}, not BertNormalizer; bertkit's "
+            "tokenizer would not match it (put the model's vocab.txt beside it to use BERT's)"
+        )
+    lowercase = normalizer.get("lowercase")
+    strip_accents = normalizer.get("strip_accents")
+    if strip_accents is not None and strip_accents != lowercase:
+        raise BertkitError(
+            f"{path}: strip_accents={strip_accents} with lowercase={lowercase}; bertkit strips accents "
+            "exactly when it lower-cases (as BERT does), so it cannot reproduce this tokenizer"
+        )
+    return vocab, lowercase
 
 
 def looks_uncased(vocab: dict[str, int]) -> bool:
@@ -171,11 +217,18 @@ class BertTokenizer:
 
     @classmethod
     def from_dir(cls, model_dir) -> BertTokenizer:
-        """A model directory with vocab.txt (and optionally tokenizer_config.json)."""
+        """A model directory with vocab.txt, or only tokenizer.json (and optionally tokenizer_config.json)."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise BertkitError(f"model directory {model_dir} not found; fetch one with `bertkit fetch minilm`")
-        return cls.from_vocab(model_dir / "vocab.txt")
+        tokenizer_json = model_dir / "tokenizer.json"
+        if (model_dir / "vocab.txt").is_file() or not tokenizer_json.is_file():
+            return cls.from_vocab(model_dir / "vocab.txt")
+        vocab, lowercase = read_tokenizer_json(tokenizer_json)
+        config_lowercase = _config_lowercase(model_dir / "tokenizer_config.json")
+        if lowercase is None:
+            lowercase = looks_uncased(vocab) if config_lowercase is None else config_lowercase
+        return cls(vocab, lowercase, tokenizer_json)
 
     def tokenize(self, text: str) -> list[str]:
         """WordPiece tokens of `text`, without [CLS] / [SEP]."""
@@ -257,14 +310,20 @@ class BertTokenizer:
                 f"{self.vocab_size} tokens; use the vocab.txt that came with this model"
             )
 
-    def save(self, directory) -> None:
-        """vocab.txt (one token a line, id order) and tokenizer_config.json, readable by transformers."""
+    def save(self, directory, model_max_length: int | None = None) -> None:
+        """vocab.txt (one token a line, id order) and tokenizer_config.json, readable by transformers.
+
+        `model_max_length` is the model's token limit; transformers' tokenizers truncate to it (with
+        `truncation=True`), so pipelines cut long inputs instead of overrunning the position table.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tokens = sorted(self.vocab, key=self.vocab.__getitem__)
         assert [self.vocab[t] for t in tokens] == list(range(len(tokens))), "vocab ids must be 0..n-1"
         atomic_write_text(directory / "vocab.txt", "".join(t + "\n" for t in tokens))
-        config = {"do_lower_case": self.lowercase, "tokenizer_class": "BertTokenizer"}
+        config: dict = {"do_lower_case": self.lowercase, "tokenizer_class": "BertTokenizer"}
+        if model_max_length is not None:
+            config["model_max_length"] = model_max_length
         atomic_write_text(directory / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
 
 

@@ -6,7 +6,6 @@ tokens, run without autograd, pooled, optionally L2-normalised, and put back in 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bertkit import sentence_files
 from bertkit.data.collate import pad, sorted_batches
 from bertkit.errors import BertkitError
 from bertkit.fetch import resolve_model
@@ -50,23 +50,20 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str, pooled: torch.T
 def model_pooling_defaults(model_dir: Path) -> tuple[str, bool, int | None]:
     """(pooling, normalize, max tokens) a model was trained for, from sentence-transformers files.
 
-    all-MiniLM-L6-v2 ships `1_Pooling/config.json` (mean), a Normalize module in `modules.json` and
-    `max_seq_length: 256` in `sentence_bert_config.json`; a plain BERT directory has none of them and
-    gets the [CLS] vector, unnormalised, up to max_position_embeddings tokens.
+    all-MiniLM-L6-v2 asks for mean pooling (`1_Pooling/config.json`), a Normalize module in
+    `modules.json` and 256 tokens; `bertkit.sentence_files` reads both layouts of these files. A plain
+    BERT directory has none of them and gets the [CLS] vector, unnormalised, up to
+    max_position_embeddings tokens.
     """
-    pooling, normalize, max_length = "cls", False, None
-    pool_cfg = model_dir / "1_Pooling" / "config.json"
-    if pool_cfg.is_file():
-        cfg = json.loads(pool_cfg.read_text())
-        modes = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}
-        pooling = next((v for k, v in modes.items() if cfg.get(k)), pooling)
-    modules = model_dir / "modules.json"
-    if modules.is_file():
-        normalize = any(m.get("type", "").endswith("Normalize") for m in json.loads(modules.read_text()))
-    st_config = model_dir / "sentence_bert_config.json"
-    if st_config.is_file():
-        max_length = json.loads(st_config.read_text()).get("max_seq_length")
-    return pooling, normalize, max_length
+    for kind in sentence_files.unsupported_modules(model_dir):
+        log.warning(
+            "%s/modules.json lists %s, which bertkit does not apply: its vectors differ from "
+            "sentence-transformers' for this model",
+            model_dir,
+            kind,
+        )
+    pooling = sentence_files.pooling_mode(model_dir) or "cls"
+    return pooling, sentence_files.normalizes(model_dir), sentence_files.token_limit(model_dir)
 
 
 class Encoder:
