@@ -1,6 +1,9 @@
 """Model directories in Hugging Face's layout: config.json, model.safetensors (or the old
-pytorch_model.bin), vocab.txt. Loading reports every missing and unused tensor by name; saving writes
-files atomically, in Hugging Face's parameter names, so `transformers` loads our directories too.
+pytorch_model.bin), vocab.txt (or tokenizer.json). Loading reports every missing and unused tensor by
+name; saving writes files atomically, in Hugging Face's parameter names, so `transformers` loads our
+directories too: tokenizer_config.json says the token limit (`model_max_length`), a CRF head comes
+with its own modeling code (`bertkit.hf_remote`), and a model derived from a sentence-transformers
+pipeline keeps that pipeline's files (`bertkit.sentence_files`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from bertkit import hf_remote, sentence_files
 from bertkit.convert.hf import from_hf, to_hf
 from bertkit.errors import BertkitError
 from bertkit.model import BertConfig, BertModel, config_of
 from bertkit.outputs import atomic_path, atomic_write_text
+from bertkit.tokenizer import BertTokenizer
 
 __all__ = ["atomic_write_text", "load_config", "load_model", "load_weights", "read_state_dict", "save_model"]
 
@@ -39,6 +44,8 @@ def load_config(model_dir: str | Path) -> BertConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BertkitError(f"{path} is not valid JSON ({e}): restore it from the original model") from e
+    for key in hf_remote.CONFIG_KEYS:  # for transformers only (a CRF head's modeling code)
+        data.pop(key, None)
     return BertConfig.from_dict(data, source=str(path))
 
 
@@ -92,7 +99,7 @@ class LoadReport:
 
 def load_weights(model: nn.Module, hf_state: dict[str, torch.Tensor], source: str = "checkpoint") -> LoadReport:
     """Copy Hugging Face-named tensors into `model` (a BertModel or a head wrapping `.bert`)."""
-    state, unknown = from_hf(hf_state)
+    state, unknown = from_hf({k: v for k, v in hf_state.items() if k not in hf_remote.TENSORS})
     wants_prefix = hasattr(model, "bert")
     aligned = {}
     for name, tensor in state.items():
@@ -142,21 +149,43 @@ def load_model(model_dir: str | Path, head: type = BertModel, **head_args) -> nn
     return model.eval()
 
 
-def save_model(model: nn.Module, directory: str | Path, tokenizer=None, extra_config: dict | None = None) -> Path:
-    """Write config.json, model.safetensors (Hugging Face names) and vocab.txt, each atomically."""
+def save_model(
+    model: nn.Module,
+    directory: str | Path,
+    tokenizer: BertTokenizer | None = None,
+    extra_config: dict | None = None,
+    pipeline_from: str | Path | None = None,
+) -> Path:
+    """Write config.json, model.safetensors (Hugging Face names) and vocab.txt, each atomically.
+
+    `pipeline_from`: the model directory `model` was made from; its sentence-transformers files (if
+    any) are copied, since `model`'s encoder is still that pipeline's first module. A model with a
+    CRF head (`model.crf`) gets its own model_type and modeling code, see `bertkit.hf_remote`.
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     config = config_of(model)
-    meta = {"architectures": [type(model).__name__], "model_type": "bert", **(extra_config or {})}
+    source = Path(pipeline_from) if pipeline_from is not None else d
+    limit = min(sentence_files.token_limit(source) or config.max_position_embeddings, config.max_position_embeddings)
+    if pipeline_from is not None:
+        sentence_files.copy_sentence_files(source, d)
+    crf = getattr(model, "crf", None)
+    meta: dict = {"architectures": [type(model).__name__], "model_type": "bert"}
+    meta.update(hf_remote.crf_config() if crf is not None else {})
+    meta.update(extra_config or {})
     num_labels = _num_labels(model)
     if num_labels is not None and "id2label" not in meta:
         meta["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
     atomic_write_text(d / "config.json", json.dumps({**config.to_dict(), **meta}, indent=2) + "\n")
     tensors = {k: v.detach().cpu().contiguous() for k, v in to_hf(model.state_dict()).items()}
+    if crf is not None:
+        vocab = (tokenizer or BertTokenizer.from_dir(d)).vocab
+        tensors.update(hf_remote.crf_tensors(crf, vocab))
+        hf_remote.write_modeling_file(d)
     with atomic_path(d / "model.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     if tokenizer is not None:
-        tokenizer.save(d)
+        tokenizer.save(d, model_max_length=limit)
     return d
 
 

@@ -1,7 +1,8 @@
 """Fine-tune: the library function behind `bertkit finetune` (evaluate and predict: `bertkit.inference`).
 
 A fine-tuned model directory is a Hugging Face directory (config.json, model.safetensors, vocab.txt)
-plus `task.json` (the task and its label set) and `metrics.json` (the best dev metrics).
+plus `task.json` (the task and its label set) and `metrics.json` (the best dev metrics); a model
+fine-tuned from a sentence-transformers model (MiniLM) keeps its pipeline files.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
 
     def save_best(trained, metrics):
         for name, part, part_model, part_metrics in task.parts(trained, metrics):
-            save_task_dir(out / name, part_model, part, tokenizer, cfg.max_length, part_metrics)
+            save_task_dir(out / name, part_model, part, tokenizer, cfg.max_length, part_metrics, model_dir)
         atomic_write_text(out / "metrics.json", json.dumps(numeric(metrics), indent=2))
 
     trainer = Trainer(
@@ -261,9 +262,13 @@ def _best_predictions(model_dir: Path, examples: list[dict], device) -> list[dic
     return run_examples(load(model_dir, device=device), examples)
 
 
-def save_task_dir(out: Path, model, task, tokenizer, max_length: int, metrics: dict) -> None:
-    """A fine-tuned model directory: the model (config.json with the label maps), task.json, metrics.json."""
-    save_model(model, out, tokenizer, extra_config=task.label_config())
+def save_task_dir(
+    out: Path, model, task, tokenizer, max_length: int, metrics: dict, pipeline_from: Path | None = None
+) -> None:
+    """A fine-tuned model directory: the model (config.json with the label maps), task.json, metrics.json,
+    and the sentence-transformers files of `pipeline_from`, the model it was fine-tuned from (its encoder
+    still encodes sentences as that pipeline does)."""
+    save_model(model, out, tokenizer, extra_config=task.label_config(), pipeline_from=pipeline_from)
     atomic_write_text(out / "task.json", json.dumps({**task.state(), "max_length": max_length}, indent=2))
     atomic_write_text(out / "metrics.json", json.dumps(numeric(metrics), indent=2))
 

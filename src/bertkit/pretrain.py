@@ -24,8 +24,9 @@ The output directory is a Hugging Face model directory (config.json with `archit
 ["BertForPreTraining"]`, model.safetensors, vocab.txt) that `transformers.BertForPreTraining`
 loads and `bertkit finetune --model DIR` fine-tunes, plus pretrain.yaml (the resolved config),
 metrics.jsonl and training.png (the curves), metrics.json (the last evaluation) and checkpoint/
-(resume with `--resume`). The saved weights are those at the end of training, not the best
-evaluation: held-out MLM accuracy keeps rising for all but the shortest runs.
+(resume with `--resume`); a continued sentence-transformers model (MiniLM) keeps its pipeline files.
+The saved weights are those at the end of training, not the best evaluation: held-out MLM accuracy
+keeps rising for all but the shortest runs.
 """
 
 from __future__ import annotations
@@ -314,7 +315,8 @@ def _pretrain(cfg: PretrainConfig, info: distributed.Dist) -> dict:
         lengths=lengths,
     )
     if info.is_main:
-        save_model(trainer.model, out, tokenizer)
+        # A continued model keeps its sentence-transformers files (MiniLM's mean pooling and normalisation).
+        save_model(trainer.model, out, tokenizer, pipeline_from=resolve_model(cfg.model) if cfg.model else None)
         if trainer.last_metrics:  # (none when resuming a run that had already finished)
             atomic_write_text(out / "metrics.json", json.dumps(trainer.last_metrics, indent=2))
         log.info("saved the pretrained model to %s", out)

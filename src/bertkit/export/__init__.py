@@ -45,6 +45,19 @@ COPIED = (
 )
 
 
+# What decoding a CRF model's graph takes; in export.json ("decoding"), README.txt and the log.
+CRF_DECODING = (
+    "model.onnx gives each word piece's emission scores (logits [batch, tokens, labels]); this NER "
+    "model's tags come from a linear-chain CRF over them, so argmax over the logits is NOT its "
+    "prediction. To decode outside bertkit: take the scores at each word's first piece (a sentence's "
+    "words in order), then run Viterbi with the CRF scores in crf.safetensors (crf.start [labels], "
+    "crf.transitions [labels, labels] from->to, crf.end [labels]), treating the moves the tagging "
+    "scheme in task.json forbids as -inf (BIO: I-X only after B-X or I-X, never first; BIOES: only "
+    "I-X or E-X after B-X or I-X, I-X and E-X nowhere else, a sentence starts with B, S or O and ends "
+    "with E, S or O). bertkit does this for `--backend onnx` (bertkit predict, evaluate, serve)."
+)
+
+
 def sample_batches(
     tokenizer: BertTokenizer, texts: list[str], max_length: int, batch_size: int = 8
 ) -> list[tuple[torch.Tensor, ...]]:
@@ -100,6 +113,8 @@ def export_dir(
     crf = getattr(torch_model, "crf", None)
     if crf is not None:  # decoding needs the transition scores; they are not part of the graph
         save_file({k: v.contiguous() for k, v in crf.state_dict().items()}, str(out / "crf.safetensors"))
+        atomic_write_text(out / "README.txt", CRF_DECODING + "\n")
+        log.info("%s", CRF_DECODING)
 
     export_onnx(torch_model, out / "model.onnx", tokenizer.pad_id)
     batches = sample_batches(tokenizer, sample_texts(), max_length)
@@ -109,6 +124,8 @@ def export_dir(
         "task": task.name if task else None,
         "fp32": parity(torch_model, OnnxModel(out / "model.onnx", spin=False), batches),
     }
+    if crf is not None:
+        report["decoding"] = CRF_DECODING
     log.info(
         "model.onnx vs PyTorch: max abs diff %.2e, worst cosine %.6f",
         report["fp32"]["max_abs_diff"],
