@@ -143,36 +143,36 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_index(tiny_dir, tmp_path_factory):
-    """An index of TEXTS (with ids) built by `bertkit index build` with the tiny random model."""
+def small_index(minilm_dir, tmp_path_factory):
+    """An index of TEXTS (with ids) built by `bertkit index build` with MiniLM."""
     d = tmp_path_factory.mktemp("search")
     corpus = d / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
-    args = ["index", "build", "--model", str(tiny_dir), "--input", str(corpus), "--output", str(d / "idx")]
+    args = ["index", "build", "--model", str(minilm_dir), "--input", str(corpus), "--output", str(d / "idx")]
     assert cli([*args, "--device", "cpu"]) == 0
     return d / "idx"
 
 
-def test_index_build_then_search_cli(tiny_dir, tiny_index, tmp_path, capsys):
-    meta = json.loads((tiny_index / "index.json").read_text())
-    assert meta["model_dir"] == str(tiny_dir.resolve()) and len(meta["model_sha256"]) == 64
-    assert (meta["pooling"], meta["normalize"], meta["count"], meta["dim"], meta["ann"]) == ("cls", False, 5, 32, None)
+def test_index_build_then_search_cli(minilm_dir, small_index, tmp_path, capsys):
+    meta = json.loads((small_index / "index.json").read_text())
+    assert meta["model_dir"] == str(minilm_dir.resolve()) and len(meta["model_sha256"]) == 64
+    assert (meta["pooling"], meta["normalize"], meta["count"], meta["dim"], meta["ann"]) == ("mean", True, 5, 384, None)
     queries = tmp_path / "queries.txt"
     queries.write_text(TEXTS[2] + "\n" + TEXTS[0] + "\n", encoding="utf-8")
     out = tmp_path / "hits.jsonl"
-    args = ["search", "--index", str(tiny_index), "--queries", str(queries), "-k", "3", "--device", "cpu"]
+    args = ["search", "--index", str(small_index), "--queries", str(queries), "-k", "3", "--device", "cpu"]
     assert cli([*args, "--output", str(out)]) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["query"] for r in lines] == [TEXTS[2], TEXTS[0]]
     assert [len(r["hits"]) for r in lines] == [3, 3]
     assert lines[0]["hits"][0] == {"row": 2, "score": lines[0]["hits"][0]["score"], "id": "t2", "text": TEXTS[2]}
     # the scores are the index's vectors against the query's, as the Encoder makes them
-    enc = Encoder(tiny_dir, device="cpu")
+    enc = Encoder(minilm_dir, device="cpu")
     want_scores, want_rows = brute_force(enc.encode(TEXTS), enc.encode([TEXTS[2], TEXTS[0]]), 3)
     assert [[h["row"] for h in r["hits"]] for r in lines] == want_rows.tolist()
     np.testing.assert_allclose([[h["score"] for h in r["hits"]] for r in lines], want_scores, rtol=1e-4)
     capsys.readouterr()
-    assert cli(["search", "--index", str(tiny_index), "--query", TEXTS[1], "-k=2", "--device", "cpu"]) == 0
+    assert cli(["search", "--index", str(small_index), "--query", TEXTS[1], "-k=2", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 2 and printed[0].startswith("  1  ") and printed[0].endswith(f"t1  {TEXTS[1]}")
     assert cli([*args, "--output", str(out)]) == 2  # exists: --overwrite replaces it
@@ -185,24 +185,25 @@ def test_index_build_then_search_cli(tiny_dir, tiny_index, tmp_path, capsys):
     [
         (["-k", "0"], "`--k` is 0; it must be >= 1 and <= 1000"),
         (["--query", " "], "--query is empty"),
-        (["--model", "minilm"], "is not the model that built the index"),
+        (["--model", "TINY"], "is not the model that built the index"),
     ],
 )
-def test_search_cli_refuses_bad_requests(tiny_index, extra, says, capsys):
+def test_search_cli_refuses_bad_requests(small_index, tiny_dir, extra, says, capsys):
+    extra = [str(tiny_dir) if e == "TINY" else e for e in extra]
     query = [] if "--query" in extra else ["--query", "a film"]
-    assert cli(["search", "--index", str(tiny_index), *query, *extra, "--device", "cpu"]) == 2
+    assert cli(["search", "--index", str(small_index), *query, *extra, "--device", "cpu"]) == 2
     assert says in capsys.readouterr().err
 
 
-def test_index_build_refuses_existing_output_and_bad_inputs(tiny_dir, tiny_index, tmp_path, capsys):
+def test_index_build_refuses_existing_output_and_bad_inputs(tiny_dir, small_index, tmp_path, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text("one\ntwo\n", encoding="utf-8")
     base = ["index", "build", "--model", str(tiny_dir), "--device", "cpu"]
-    before = {p.name: p.stat().st_mtime_ns for p in tiny_index.iterdir()}
-    assert cli([*base, "--input", str(corpus), "--output", str(tiny_index)]) == 2
+    before = {p.name: p.stat().st_mtime_ns for p in small_index.iterdir()}
+    assert cli([*base, "--input", str(corpus), "--output", str(small_index)]) == 2
     err = capsys.readouterr().err
     assert "is not empty (ids.bin, ids.offsets.npy, index.json" in err and "pass --overwrite to replace it" in err
-    assert {p.name: p.stat().st_mtime_ns for p in tiny_index.iterdir()} == before  # untouched
+    assert {p.name: p.stat().st_mtime_ns for p in small_index.iterdir()} == before  # untouched
     dup = tmp_path / "dup.jsonl"
     dup.write_text('{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n', encoding="utf-8")
     cases = [

@@ -1,6 +1,7 @@
 """bertkit serve: an HTTP server for sentence vectors, similarity and fine-tuned predictions.
 
     bertkit serve --model minilm --task sentiment=runs/mr --task ner=runs/wnut --port 8000
+    bertkit serve --model minilm --index idx   # POST /search over an index of `bertkit index build`
 
 Docs at http://HOST:PORT/docs; see bertkit.encode.server for the endpoints, OpenAI's /v1/embeddings
 and text-embeddings-inference's /embed among them.
@@ -16,7 +17,10 @@ from pathlib import Path
 from bertkit.config import help_text, option, parse_args
 from bertkit.encode import Encoder
 from bertkit.errors import BertkitError
+from bertkit.fetch import resolve_model
 from bertkit.inference import BACKENDS, load_task
+from bertkit.search.build import check_model
+from bertkit.search.index import Index
 
 log = logging.getLogger("bertkit")
 
@@ -30,6 +34,10 @@ class ServeConfig:
         None,
         "the --model's name in the OpenAI-compatible API (GET /v1/models, `model` in "
         "POST /v1/embeddings); default: the model directory's name, e.g. minilm",
+    )
+    index: str | None = option(
+        None,
+        "a search index from `bertkit index build` with --model, for POST /search (its model must be --model)",
     )
     task: list[str] = option([], "fine-tuned models as NAME=DIR (repeat --task, or comma-separate): POST /predict/NAME")
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
@@ -137,8 +145,22 @@ def build_app(cfg: ServeConfig):
     access = access_from(cfg)
     if cfg.model is None and not tasks:
         raise BertkitError("nothing to serve: pass --model DIR (vectors) and/or --task NAME=DIR (predictions)")
+    index = None
+    if cfg.index is not None:
+        if cfg.model is None:
+            raise BertkitError(f"--index {cfg.index} needs the model that built it: pass --model too")
+        index = Index.load(cfg.index)
+        check_model(index, resolve_model(cfg.model))
     encoder = (
-        Encoder(cfg.model, batch_size=cfg.batch_size, device=cfg.device, backend=cfg.backend) if cfg.model else None
+        Encoder(
+            cfg.model,
+            batch_size=cfg.batch_size,
+            device=cfg.device,
+            backend=cfg.backend,
+            max_length=index.meta["max_length"] if index is not None else None,  # queries read as the texts were
+        )
+        if cfg.model
+        else None
     )
     predictors = {
         name: PredictEngine(load_task(path, cfg.backend, cfg.device), batch_size=cfg.batch_size)
@@ -155,7 +177,7 @@ def build_app(cfg: ServeConfig):
         body_timeout_s=cfg.body_timeout_s,
     )
     name = cfg.model_name or (Path(cfg.model).resolve().name if cfg.model else "encoder")
-    return create_app(encoder, predictors, limits, access=access, model_name=name)
+    return create_app(encoder, predictors, limits, access=access, model_name=name, index=index)
 
 
 def main(argv: list[str]) -> int:

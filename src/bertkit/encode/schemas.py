@@ -1,6 +1,6 @@
 """What `bertkit serve` reads and writes: a pydantic model for every request body and every answer, so
 the OpenAPI schema (/openapi.json, /docs) lists each field. bertkit's own API (/encode, /similarity,
-/predict/{task}, /health), OpenAI's embeddings API (/v1/embeddings, /v1/models) and
+/search, /predict/{task}, /health), OpenAI's embeddings API (/v1/embeddings, /v1/models) and
 text-embeddings-inference's /embed. The checks that need the model (limits, lengths, names) are the
 server's; these models check types and shapes only.
 """
@@ -86,6 +86,29 @@ class PredictResponse(BaseModel):
         description="one per input, in order, as `bertkit predict` writes them: the input's fields and "
         "classify: label, probabilities; ner: tags, entities (type, text, start, end); qa: answer, start, end"
     )
+
+
+class SearchRequest(_Body):
+    query: str | None = Field(None, description="one query")
+    queries: list[str] | None = Field(None, description="several queries, one result each, in order")
+    k: int = Field(10, description="hits per query, 1 to 1000 (fewer when the index holds fewer)")
+    exact: bool = Field(False, description="score every vector, even when the index has an approximate part")
+
+
+class SearchHit(BaseModel):
+    row: int = Field(description="the text's position in the indexed file, from 0")
+    score: float = Field(description="inner product with the query: cosine similarity for normalised vectors")
+    id: str | None = Field(None, description="the text's id, when the indexed file gave ids")
+    text: str | None = Field(None, description="the text, when the index keeps texts")
+
+
+class SearchResult(BaseModel):
+    query: str
+    hits: list[SearchHit] = Field(description="best first")
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult] = Field(description="one per query, in request order, as `bertkit search` writes them")
 
 
 class EncoderInfo(BaseModel):

@@ -1,12 +1,13 @@
 """`bertkit serve`: sentence vectors, similarity and fine-tuned predictions over HTTP (FastAPI).
 
 Endpoints: GET / (a small web page over the API, page.html), POST /encode, POST /similarity,
-POST /predict/{task}, GET /health, GET /metrics, and /docs (Swagger UI, served from the installed
-swagger-ui-bundle package: no CDN). For clients written for other servers: OpenAI's POST /v1/embeddings
-and GET /v1/models, and text-embeddings-inference's POST /embed (schemas.py has every request and
-answer). Every model sits behind a `Batcher` (see batcher.py), so concurrent requests share forward
-passes and big requests take turns with small ones, whichever API they came through. Every error is
-JSON `{"error": "..."}` saying what to send instead (under /v1/ in OpenAI's shape, see `error_body`);
+POST /search (over an index from `bertkit index build`), POST /predict/{task}, GET /health,
+GET /metrics, and /docs (Swagger UI, served from the installed swagger-ui-bundle package: no CDN).
+For clients written for other servers: OpenAI's POST /v1/embeddings and GET /v1/models, and
+text-embeddings-inference's POST /embed (schemas.py has every request and answer). Every model sits
+behind a `Batcher` (see batcher.py), so concurrent requests share forward passes and big requests
+take turns with small ones, whichever API they came through. Every error is JSON `{"error": "..."}`
+saying what to send instead (under /v1/ in OpenAI's shape, see `error_body`);
 only a model failure (500) and a full queue (503, with Retry-After) are 5xx.
 
 Around the app, outermost first: CountRequests (metrics), CORS (only with --cors-origin), RequireKey
@@ -56,11 +57,14 @@ from bertkit.encode.schemas import (
     OpenAIErrorResponse,
     PredictRequest,
     PredictResponse,
+    SearchRequest,
+    SearchResponse,
     SimilarityRequest,
     SimilarityResponse,
 )
 from bertkit.inference import Loaded, run_examples, with_inputs
 from bertkit.onnx_model import OnnxModel
+from bertkit.search.index import MAX_K, Index, results
 
 log = logging.getLogger("bertkit")
 DISCONNECT_POLL_S = 0.1  # how often a waiting request checks that its client is still there
@@ -190,6 +194,7 @@ USAGE = {
     "/v1/embeddings": '{"input": ["a sentence", ...], "model": "NAME", "encoding_format": "float"}',
     "/embed": '{"inputs": ["a sentence", ...], "normalize": true, "truncate": false}',
     "/similarity": '{"pairs": [["a", "b"], ...]} or {"query": "q", "texts": ["a", ...]}',
+    "/search": '{"query": "a text", "k": 10} or {"queries": ["a text", ...], "k": 10}',
     "/predict": '{"texts": ["a text", ...]} or {"inputs": [{"text": "a", "text_b": "b"}]} '
     '(qa: {"inputs": [{"question": "q", "context": "c"}]})',
 }
@@ -246,7 +251,7 @@ class CountRequests:
     def __init__(self, app, metrics: Metrics):
         self.app, self.metrics = app, metrics
 
-    ENDPOINTS = ("/encode", "/similarity", "/health", "/metrics", "/v1/embeddings", "/v1/models", "/embed")
+    ENDPOINTS = ("/encode", "/similarity", "/search", "/health", "/metrics", "/v1/embeddings", "/v1/models", "/embed")
 
     @classmethod
     def endpoint(cls, path: str) -> str:
@@ -444,9 +449,12 @@ def create_app(
     encode_engine=None,
     access: Access | None = None,
     model_name: str = "encoder",
+    index: Index | None = None,
 ) -> FastAPI:
     """The FastAPI app; `encode_engine` replaces the engine built from `encoder` (tests use slow stubs).
-    `model_name` is the encoder's name in the OpenAI-compatible API (`model`, GET /v1/models)."""
+    `model_name` is the encoder's name in the OpenAI-compatible API (`model`, GET /v1/models). `index`
+    is searched by POST /search, its queries encoded with the settings it was built with; the caller
+    checks that `encoder` is its model (`bertkit.search.build.check_model`)."""
     limits, access = limits or Limits(), access or Access()
     predictors = predictors or {}
     metrics = Metrics()
@@ -512,7 +520,7 @@ def create_app(
         path, method = request.url.path, request.method
         if e.status_code == 404:
             message = (
-                f"there is no {path}: the endpoints are POST /encode, /similarity, /predict/TASK, "
+                f"there is no {path}: the endpoints are POST /encode, /similarity, /search, /predict/TASK, "
                 "/v1/embeddings, /embed and GET /, /health, /metrics, /v1/models, /docs"
             )
         elif e.status_code == 405:
@@ -705,6 +713,30 @@ def create_app(
         else:
             scores = v[1:] @ v[0]
         return {"scores": [float(s) for s in scores]}
+
+    @app.post("/search", response_model=SearchResponse, responses=ERRORS, response_model_exclude_none=True)
+    async def search(body: SearchRequest, request: Request):
+        """The indexed texts nearest to each query, as `bertkit search` finds them."""
+        if index is None:
+            raise ApiError(
+                404, "no index is loaded: start the server with --model DIR --index IDX (from `bertkit index build`)"
+            )
+        if (body.query is None) == (body.queries is None):
+            raise ApiError(422, f"send either `query` or `queries`: {USAGE['/search']}")
+        if body.query is not None and not body.query.strip():
+            raise ApiError(400, "`query` is empty: send the text to search for")
+        queries = [body.query] if body.query is not None else body.queries or []
+        _check_texts(queries, limits, "query" if body.query is not None else "queries")
+        if not 1 <= body.k <= MAX_K:
+            raise ApiError(422, f"`k` is {body.k}: send 1 to {MAX_K} hits per query")
+        meta = index.meta
+        items = encode_items(queries, meta["pooling"], meta["layer"], meta["normalize"])
+        vectors = np.stack(await run("encode", items, request))
+
+        def find():  # [Q, D] against [N, D]: in a thread, so the event loop keeps serving
+            return index.hits(*index.search(vectors, body.k, exact=body.exact))
+
+        return {"results": results(queries, await asyncio.to_thread(find))}
 
     @app.post("/predict/{task}", response_model=PredictResponse, responses=ERRORS)
     async def predict(task: str, body: PredictRequest, request: Request):

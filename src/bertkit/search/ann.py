@@ -8,7 +8,8 @@ through faiss's scalar quantizers (fp16, 8-bit per dimension).
 IVF rather than a graph index (HNSW): it trains and fills in one pass over the vectors (a minute for
 a million on two cores, where a graph takes tens), and `nprobe` trades speed for recall at query time.
 At build time `nprobe` is raised until recall@10 against exact search, on a sample of the indexed
-vectors used as queries, reaches the target; that recall is kept in index.json.
+vectors used as queries (each leaving itself out), reaches the target; that recall is kept in
+index.json.
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ def _float_rows(vectors: np.ndarray, scales: np.ndarray | None, rows) -> np.ndar
     return np.ascontiguousarray(dequantize(vectors[rows], scales[rows] if scales is not None else None))
 
 
+def without_self(rows: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """[S, k + 1] hits of indexed vectors used as queries -> [S, k] without each query's own row.
+
+    A query that is itself indexed finds itself, and in the cluster the IVF index probes first: left
+    in, it would lift recall above what a new query sees (by 0.1 at k = 10)."""
+    out = np.full((len(rows), k), -1, dtype=np.int64)
+    for i, (found, row) in enumerate(zip(rows, own)):
+        others = found[found != row][:k]
+        out[i, : len(others)] = others
+    return out
+
+
 def build_ann(
     vectors: np.ndarray,
     scales: np.ndarray | None,
@@ -78,13 +91,14 @@ def build_ann(
 
     sample = np.sort(rng.choice(n, size=min(n, RECALL_SAMPLE), replace=False))
     queries = _float_rows(vectors, scales, sample)  # [S, D]
-    k = min(RECALL_K, n)
-    _, truth = exact_search(vectors, scales, queries, k)
+    k = min(RECALL_K, n - 1)
+    _, truth = exact_search(vectors, scales, queries, k + 1)
+    truth = without_self(truth, sample, k)
     recalls: dict[str, float] = {}
     nprobe = 1
     for nprobe in [p for p in NPROBES if p < nlist] + [nlist]:
-        _, found = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
-        recalls[str(nprobe)] = round(recall_at(found, truth), 4)
+        _, found = index.search(queries, k + 1, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        recalls[str(nprobe)] = round(recall_at(without_self(found, sample, k), truth), 4)
         if recalls[str(nprobe)] >= target_recall:
             break
     faiss.write_index(index, str(out))
