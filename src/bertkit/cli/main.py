@@ -17,6 +17,7 @@ VERBS = {
     "distill": "train a compact student on a fine-tuned teacher's outputs (and labels, and unlabelled text)",
     "evaluate": "score a fine-tuned model on labelled data",
     "predict": "run a fine-tuned model over inputs (JSONL out)",
+    "generate": "a sequence-to-sequence model (finetune --task seq2seq) writes a target per source",
     "encode": "sentence vectors for a file of texts (.npy)",
     "index": "build a search index of texts: their vectors memory-mapped, exact or approximate (faiss)",
     "search": "the texts of an index nearest to a query, or to each query of a file (JSONL)",

@@ -182,6 +182,7 @@ TASKS: dict[str, tuple[str, str] | type[Task]] = {
     "qa": ("bertkit.tasks.qa", "QATask"),
     "fill-mask": ("bertkit.tasks.fill_mask", "FillMaskTask"),
     "nsp": ("bertkit.tasks.nsp", "NspTask"),
+    "seq2seq": ("bertkit.tasks.seq2seq", "Seq2SeqTask"),
 }
 
 
