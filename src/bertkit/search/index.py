@@ -165,7 +165,7 @@ def exact_search(
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean share of each query's true hits [Q, k] that `found` [Q, k] holds (-1: no hit)."""
     hits = sum(len(set(f[f >= 0].tolist()) & set(t.tolist())) for f, t in zip(found, truth))
-    return hits / truth.size
+    return hits / truth.size if truth.size else 1.0  # nothing to find (an index of one vector)
 
 
 # --- the index ----------------------------------------------------------------------------------------
