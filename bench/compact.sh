@@ -47,9 +47,10 @@ for size in $SIZES; do
     run=$OUT/$size-distill-seed$seed
     if [ ! -f "$run/eval-mr-test.json" ]; then
       echo "== (b) $size, distilled from random init, seed $seed"
+      # every size of one seed reads the same teacher outputs: the teacher labels them once
       "$BERTKIT" distill --teacher "$teacher" --student "$size" --train mr:train --unlabeled corpus-en \
         --unlabeled-examples "$UNLABELED" --dev mr:dev --output "$run" --overwrite --train.epochs "$EPOCHS" \
-        --train.lr "$LR" --train.seed "$seed" > "$run.log" 2>&1
+        --train.lr "$LR" --train.seed "$seed" --teacher-cache "$OUT/teacher-outputs-seed$seed" > "$run.log" 2>&1
       "$BERTKIT" evaluate --model "$run" --data mr:test > /dev/null
     fi
   done

@@ -398,7 +398,8 @@ def _distill(cfg: DistillConfig, info: distributed.Dist) -> dict:
         if hasattr(trained, "distill_projection"):  # trained for distillation only: not part of the student
             trained = copy.deepcopy(trained)
             del trained.distill_projection
-        save_task_dir(out, trained, inner, tokenizer, max_length, metrics)
+        # a student started from a model directory keeps that model's sentence-transformers files
+        save_task_dir(out, trained, inner, tokenizer, max_length, metrics, pipeline_from=student_dir)
 
     trainer = Trainer(
         model, task, cfg.train, out, save_best, tokenizer.pad_id, distributed.device_for(cfg.device, info)

@@ -146,8 +146,10 @@ def _read_vocab(name: str) -> BertTokenizer:
     if path.is_file():
         return BertTokenizer.from_vocab(path)
     directory = resolve_model(name)
-    if not (directory / "vocab.txt").is_file():
-        raise BertkitError(f"{directory} has no vocab.txt: pass --vocab with a vocab.txt or a directory holding one")
+    if not (directory / "vocab.txt").is_file() and not (directory / "tokenizer.json").is_file():
+        raise BertkitError(
+            f"{directory} has no vocab.txt or tokenizer.json: pass --vocab with a vocab.txt or a directory holding one"
+        )
     return BertTokenizer.from_dir(directory)
 
 

@@ -36,12 +36,15 @@ QUANTIZE = ("int8",)
 COPIED = (
     "config.json",
     "vocab.txt",
+    "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "modules.json",
     "sentence_bert_config.json",
+    "config_sentence_transformers.json",
     "task.json",
     "1_Pooling",
+    "2_Normalize",
 )
 
 
