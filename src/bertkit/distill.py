@@ -314,11 +314,8 @@ def _student(cfg: DistillConfig, teacher_config: BertConfig, vocab_size: int) ->
 
 def distill(cfg: DistillConfig) -> dict:
     """Distil the teacher into the student in `cfg.output`; the student's best dev metrics."""
-    info = distributed.init_distributed(cfg.device)
-    try:
+    with distributed.launched(cfg.device) as info:
         return _distill(cfg, info)
-    finally:
-        distributed.shutdown()
 
 
 def _distill(cfg: DistillConfig, info: distributed.Dist) -> dict:

@@ -161,11 +161,8 @@ def _build_task(cfg: FinetuneConfig) -> tuple[Task, list[tuple[str, Task, str, s
 def finetune(cfg: FinetuneConfig) -> dict:
     """Train the task on `cfg.train.data`, keep the best dev checkpoint in `cfg.output`; dev metrics
     (on rank 0; {} on the other processes of a `torchrun` run, see `bertkit.train.distributed`)."""
-    info = distributed.init_distributed(cfg.device)
-    try:
+    with distributed.launched(cfg.device) as info:
         return _finetune_seeds(cfg, info) if cfg.seeds else _finetune(cfg, info)
-    finally:
-        distributed.shutdown()
 
 
 def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:

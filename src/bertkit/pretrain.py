@@ -253,11 +253,8 @@ def _heldout(cfg: PretrainConfig, data, config: BertConfig):
 
 def pretrain(cfg: PretrainConfig) -> dict:
     """Train `cfg`, save the model into `cfg.output`; the last held-out metrics (rank 0; {} elsewhere)."""
-    info = distributed.init_distributed(cfg.device)
-    try:
+    with distributed.launched(cfg.device) as info:
         return _pretrain(cfg, info)
-    finally:
-        distributed.shutdown()
 
 
 def _pretrain(cfg: PretrainConfig, info: distributed.Dist) -> dict:

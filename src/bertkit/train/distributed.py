@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -142,6 +144,16 @@ def wrap(model: torch.nn.Module, device: torch.device, unused_parameters: bool =
         return _Loss(model)
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(_Loss(model), device_ids=ids, find_unused_parameters=unused_parameters)
+
+
+@contextmanager
+def launched(device: str | None = None) -> Iterator[Dist]:
+    """`with launched(cfg.device) as info:` a job's processes joined (under torchrun) for its duration."""
+    info = init_distributed(device)
+    try:
+        yield info
+    finally:
+        shutdown()
 
 
 def barrier() -> None:
