@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bertkit import hf_remote, sentence_files
-from bertkit.convert.hf import from_hf, to_hf
+from bertkit.convert.hf import from_hf, split_prefix, to_hf
 from bertkit.errors import BertkitError
 from bertkit.model import BertConfig, BertModel, config_of
 from bertkit.outputs import atomic_path, atomic_write_text
@@ -103,7 +103,7 @@ def load_weights(model: nn.Module, hf_state: dict[str, torch.Tensor], source: st
     wants_prefix = hasattr(model, "bert")
     aligned = {}
     for name, tensor in state.items():
-        bare = name[5:] if name.startswith("bert.") else name
+        bare = split_prefix(name)[1]
         if bare.startswith(ENCODER_PARTS):
             name = ("bert." + bare) if wants_prefix else bare
         aligned[name] = tensor
@@ -132,8 +132,7 @@ def load_weights(model: nn.Module, hf_state: dict[str, torch.Tensor], source: st
 
 
 def _is_encoder(name: str) -> bool:
-    bare = name[5:] if name.startswith("bert.") else name
-    return bare.startswith(ENCODER_PARTS)
+    return split_prefix(name)[1].startswith(ENCODER_PARTS)
 
 
 def _summarise(names: list[str], limit: int = 6) -> str:
