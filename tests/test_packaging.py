@@ -27,6 +27,7 @@ SRC = ROOT / "src"
 # A module not listed needs the core dependencies only.
 EXTRA_OF = {
     "bertkit.encode.server": "serve",  # FastAPI, pydantic, starlette, swagger-ui-bundle
+    "bertkit.encode.http": "serve",  # its ASGI middleware (starlette, FastAPI)
     "bertkit.encode.schemas": "serve",  # pydantic: the server's requests and answers
     "bertkit.client": "serve",  # httpx: `bertkit serve`'s Python client, and `bertkit encode --server`
     "bertkit.cli.serve": "serve",  # uvicorn
