@@ -1,6 +1,7 @@
 """The compact-model table from the runs `bench/compact.sh` made: accuracy per size and arm (mean ± std
-over seeds), parameters, and fp32 encode speed of each student against the teacher, measured here in
-one process on the same MR dev sentences (the encoder only: what every head runs first).
+over seeds), parameters, and classification speed of each student against the teacher, measured here
+in one process on the same MR dev sentences: the fine-tuned model in PyTorch (fp32) and exported to
+ONNX with dynamic int8 quantisation (`bertkit export --quantize int8`, written beside each run).
 
     .venv/bin/python bench/compact.py --out runs/compact --sizes "tiny mini"
 """
@@ -20,11 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encode import best_seconds  # noqa: E402  (bench/encode.py, beside this file)
 
 from bertkit.data.readers import read_texts  # noqa: E402
-from bertkit.encode import Encoder  # noqa: E402
+from bertkit.export import export_dir  # noqa: E402
 from bertkit.fetch import resolve_data  # noqa: E402
+from bertkit.inference import load, predict_inputs  # noqa: E402
 from bertkit.model import count_parameters  # noqa: E402
 
-ARMS = {"finetune": "(a) fine-tuned from random init", "distill": "(b) distilled from random init"}
+ARMS = {
+    "finetune": "(a) fine-tuned from random init",
+    "distill": "(b) distilled from random init",
+    "pretrained-distill": "(c) pre-trained, then distilled",
+}
 
 
 def accuracy(run: Path) -> tuple[float, float]:
@@ -39,9 +45,17 @@ def summary(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def speed(model_dir: Path, texts: list[str]) -> float:
-    encoder = Encoder(model_dir, pooling="cls", normalize=False, device="cpu", max_length=128)
-    return len(texts) / best_seconds(lambda: encoder.encode(texts), repeats=3)
+def speeds(model_dir: Path, texts: list[str]) -> tuple[float, float, int]:
+    """Sentences/s classifying `texts` in fp32 (PyTorch) and int8 (ONNX), and the parameter count."""
+    onnx = model_dir / "onnx-int8"
+    if not (onnx / "model.int8.onnx").is_file():
+        export_dir(model_dir, onnx, quantize="int8", force=True)
+    rates = []
+    for backend, d in (("torch", model_dir), ("onnx-int8", onnx)):
+        run = load(d, backend=backend, device="cpu")
+        predict_inputs(run, texts[:64])  # warm up
+        rates.append(len(texts) / best_seconds(lambda run=run: predict_inputs(run, texts), repeats=3))
+    return rates[0], rates[1], count_parameters(load(model_dir, device="cpu").model)
 
 
 def main() -> None:
@@ -54,15 +68,14 @@ def main() -> None:
     texts = read_texts(resolve_data("mr:dev"))[: args.n]
     teacher = out / "teacher"
     t_dev, t_test = accuracy(teacher)
-    t_speed = speed(teacher, texts)
-    t_params = count_parameters(Encoder(teacher, device="cpu").model)
+    t_fp32, t_int8, t_params = speeds(teacher, texts)
     print(f"Machine: {torch.get_num_threads()} threads, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     print()
-    print("| model | arm | dev accuracy | test accuracy | parameters | encode, sentences/s (fp32) |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| model | arm | dev accuracy | test accuracy | parameters | sentences/s, fp32 | sentences/s, int8 |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     print(
         f"| MiniLM-L6 teacher | fine-tuned (configs/mr.yaml) | {t_dev:.4f} | {t_test:.4f} | "
-        f"{t_params / 1e6:.1f}M | {t_speed:,.0f} (1.0x) |"
+        f"{t_params / 1e6:.1f}M | {t_fp32:,.0f} (1.0x) | {t_int8:,.0f} ({t_int8 / t_fp32:.1f}x) |"
     )
     for size in args.sizes.split():
         for arm, label in ARMS.items():
@@ -71,11 +84,11 @@ def main() -> None:
             if not runs:
                 continue
             scores = [accuracy(r) for r in runs]
-            rate = speed(runs[0], texts)
-            params = count_parameters(Encoder(runs[0], device="cpu").model)
+            fp32, int8, params = speeds(runs[0], texts)
             print(
                 f"| {size} | {label}, {len(runs)} seed(s) | {summary([d for d, _ in scores])} | "
-                f"{summary([t for _, t in scores])} | {params / 1e6:.1f}M | {rate:,.0f} ({rate / t_speed:.1f}x) |"
+                f"{summary([t for _, t in scores])} | {params / 1e6:.1f}M | {fp32:,.0f} ({fp32 / t_fp32:.1f}x) | "
+                f"{int8:,.0f} ({int8 / t_fp32:.1f}x) |"
             )
 
 

@@ -3,9 +3,12 @@
 # compact students (Turc et al. 2019 sizes) trained two ways with the same budget:
 #   (a) fine-tuned directly from random init on the labels;
 #   (b) distilled from random init: the labels, plus the teacher's outputs on train and on a seeded
-#       sample of unlabelled transfer text (corpus-en, Wikipedia paragraphs).
+#       sample of unlabelled transfer text (corpus-en, Wikipedia paragraphs);
+#   (c) pre-trained with `bertkit pretrain` (MLM + NSP on corpus-en, PRETRAIN_STEPS steps of 32 x 128
+#       tokens), then distilled as in (b): Turc et al.'s pre-trained distillation. Sizes in PRETRAIN_SIZES.
 # Each run is skipped when its test score exists, so the script can be stopped and started again.
-#   bash bench/compact.sh      (SIZES="tiny mini" SEEDS=1 EPOCHS=3 LR=5e-4 UNLABELED=8000 OUT=runs/compact)
+#   bash bench/compact.sh      (SIZES="tiny mini" SEEDS=1 EPOCHS=3 LR=5e-4 UNLABELED=8000 OUT=runs/compact
+#                               PRETRAIN_SIZES=mini PRETRAIN_STEPS=1500)
 # Then prints dev/test accuracy, parameters and fp32 encode speed against the teacher's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +20,8 @@ SEEDS=${SEEDS:-1}
 EPOCHS=${EPOCHS:-3}
 LR=${LR:-5e-4}
 UNLABELED=${UNLABELED:-8000}
+PRETRAIN_SIZES=${PRETRAIN_SIZES:-mini}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-1500}
 mkdir -p "$OUT"
 
 teacher=$OUT/teacher
@@ -49,6 +54,32 @@ for size in $SIZES; do
       echo "== (b) $size, distilled from random init, seed $seed"
       # every size of one seed reads the same teacher outputs: the teacher labels them once
       "$BERTKIT" distill --teacher "$teacher" --student "$size" --train mr:train --unlabeled corpus-en \
+        --unlabeled-examples "$UNLABELED" --dev mr:dev --output "$run" --overwrite --train.epochs "$EPOCHS" \
+        --train.lr "$LR" --train.seed "$seed" --teacher-cache "$OUT/teacher-outputs-seed$seed" > "$run.log" 2>&1
+      "$BERTKIT" evaluate --model "$run" --data mr:test > /dev/null
+    fi
+  done
+done
+
+for size in $PRETRAIN_SIZES; do
+  data=$OUT/pretrain-data
+  if [ ! -f "$data/index.json" ]; then
+    echo "== pretraining data: corpus-en, MiniLM's vocab, whole-word masking, 2 passes"
+    "$BERTKIT" pretrain-data --input corpus-en --vocab "$vocab" --output "$data" --dupe-factor 2 --overwrite \
+      > "$data.log" 2>&1
+  fi
+  pretrained=$OUT/$size-pretrained
+  if [ ! -f "$pretrained/metrics.json" ]; then
+    echo "== $size pre-trained from random init, $PRETRAIN_STEPS steps"
+    "$BERTKIT" pretrain --data "$data" --model-size "$size" --vocab "$vocab" --output "$pretrained" --overwrite \
+      --train.max-steps "$PRETRAIN_STEPS" --train.lr 5e-4 --train.batch-size 32 --train.eval-every 500 \
+      > "$pretrained.log" 2>&1
+  fi
+  for seed in ${SEEDS//,/ }; do
+    run=$OUT/$size-pretrained-distill-seed$seed
+    if [ ! -f "$run/eval-mr-test.json" ]; then
+      echo "== (c) $size, pre-trained then distilled, seed $seed"
+      "$BERTKIT" distill --teacher "$teacher" --student "$pretrained" --train mr:train --unlabeled corpus-en \
         --unlabeled-examples "$UNLABELED" --dev mr:dev --output "$run" --overwrite --train.epochs "$EPOCHS" \
         --train.lr "$LR" --train.seed "$seed" --teacher-cache "$OUT/teacher-outputs-seed$seed" > "$run.log" 2>&1
       "$BERTKIT" evaluate --model "$run" --data mr:test > /dev/null
