@@ -121,6 +121,7 @@ BAD_VALUES += [
     ("distill", "train.seed", "-1", "-1", ">= 0 and <= 4294967295"),
     ("distill", "temperature", "0", "0.0", "> 0"),
     ("distill", "hidden-weight", "-1", "-1.0", ">= 0"),
+    ("distill", "attention-weight", "-1", "-1.0", ">= 0"),
     ("distill", "layer-map", "1,0", "0", ">= 1"),
     ("distill", "soft-weight", "1.5", "1.5", ">= 0 and <= 1"),
     ("distill", "unlabeled-examples", "0", "0", ">= 1"),

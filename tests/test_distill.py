@@ -227,9 +227,11 @@ def _squad_slice(src: Path, dst: Path, questions: int) -> Path:
     return dst
 
 
-def test_intermediate_layers_learn_the_teachers_hidden_states(teacher, mr_small, tmp_path):
+@pytest.mark.parametrize("option", ["--hidden-weight", "--attention-weight"])
+def test_intermediate_layers_learn_the_teachers(teacher, mr_small, tmp_path, option):
     """--hidden-weight: the projected student layers move toward their mapped teacher layers, and the
-    projection, trained for distillation only, is not part of the saved student."""
+    projection, trained for distillation only, is not part of the saved student. --attention-weight:
+    the student's head-averaged attention maps move toward the teacher's."""
     from safetensors import safe_open
     from torch import nn
 
@@ -239,13 +241,9 @@ def test_intermediate_layers_learn_the_teachers_hidden_states(teacher, mr_small,
     from bertkit.train.loop import set_seed
 
     train, dev = mr_small
-    out = tmp_path / "hidden"
-    assert (
-        _distill(
-            teacher, train, dev, out, "--hidden-weight", "1", "--soft-weight", "1", "--train.epochs=6", "--train.seed=7"
-        )
-        == 0
-    )
+    out = tmp_path / "layers"
+    args = [option, "1", "--soft-weight", "1", "--train.epochs=6", "--train.seed=7"]
+    assert _distill(teacher, train, dev, out, *args) == 0
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         assert not [k for k in f.keys() if "distill_projection" in k]
 
@@ -253,29 +251,57 @@ def test_intermediate_layers_learn_the_teachers_hidden_states(teacher, mr_small,
     student_config = BertConfig.preset("tiny", vocab_size=run.tokenizer.vocab_size, max_position_embeddings=128)
     layer_map = default_layer_map(student_config.num_hidden_layers, 2)
     assert layer_map == [1, 2]
-    task = DistillTask(run.fine_tuned, None, 2.0, 1.0, False, (run.model, layer_map, 1.0))
+    weights = (1.0, 0.0) if option == "--hidden-weight" else (0.0, 1.0)
+    task = DistillTask(run.fine_tuned, None, 2.0, 1.0, False, (run.model, layer_map, *weights))
     examples = run.fine_tuned.read(str(dev))
     batch = collate(run.fine_tuned.featurize(examples, run.tokenizer, run.max_length)[:32], run.tokenizer.pad_id)
 
-    def hidden_mse(model) -> float:
+    def layer_loss(model) -> float:
         layers: list = []
         hooks = [model.bert.embeddings.register_forward_hook(lambda _m, _i, o: layers.append(o))]
         hooks += [layer.register_forward_hook(lambda _m, _i, o: layers.append(o)) for layer in model.bert.layers]
         model.eval()
         with torch.no_grad():
             model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            value = float(task.hidden_loss(model, layers, batch))
+            value = float(task.layer_loss(model, layers, batch))
         for hook in hooks:
             hook.remove()
         return value
 
+    def student():
+        model = run.fine_tuned.build_model(student_config)
+        if option == "--hidden-weight":
+            model.distill_projection = nn.Linear(128, 32)
+        return model
+
     set_seed(7)  # the student as the run started it
-    before = run.fine_tuned.build_model(student_config)
-    before.distill_projection = nn.Linear(128, 32)
-    after = run.fine_tuned.build_model(student_config)
-    after.distill_projection = nn.Linear(128, 32)
+    before = student()
+    after = student()
     after.load_state_dict(torch.load(out / "checkpoint" / "state.pt", weights_only=True)["model"])
-    assert hidden_mse(after) < 0.5 * hidden_mse(before)
+    assert layer_loss(after) < 0.5 * layer_loss(before)
+
+
+def test_attention_maps_are_the_models_own():
+    """attention_map recomputes what the attention module attends with: its heads' softmax(q k^T / sqrt(d))
+    over real keys; applied to the attention weights and values, it gives the module's output."""
+    from bertkit.distill import attention_map
+    from bertkit.model import BertConfig, SelfAttention
+
+    torch.manual_seed(0)
+    attention = SelfAttention(BertConfig.preset("tiny", vocab_size=10, attention_probs_dropout_prob=0.0)).eval()
+    x = torch.randn(2, 5, 128)
+    real = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    maps = attention_map(attention, x, real)
+    assert maps.shape == (2, 5, 5)
+    assert torch.allclose(maps.sum(-1), torch.ones(2, 5))
+    assert (maps[1, :, 3:] == 0).all()
+    # one head: the map is that head's own weights, so the module's output can be rebuilt from it
+    attention.heads = 1
+    _, _, v = attention.project(x)
+    one = attention_map(attention, x, real)
+    expected = attention.out((one @ v[:, 0]).reshape(2, 5, 128))
+    with torch.no_grad():
+        assert torch.allclose(attention(x, real[:, None, None, :]), expected, atol=1e-5)
 
 
 def test_students_of_one_teacher_share_its_outputs(teacher, mr_small, tmp_path, caplog):
@@ -317,3 +343,37 @@ def test_students_of_one_teacher_share_its_outputs(teacher, mr_small, tmp_path, 
             == 0
         )
     assert "the teacher labels" in caplog.text
+
+
+def test_an_embedding_student_learns_the_teachers_vectors(minilm_dir, corpus_en_dir, tmp_path):
+    """--task embed: a tiny student (width 128) learns MiniLM's 384-dimensional vectors through a
+    projection; beyond the average vector (what a student that mixed up its targets would learn);
+    the student is a sentence-transformers directory, read the same by bertkit, sentence-transformers
+    and the exported ONNX graph."""
+    from sentence_transformers import SentenceTransformer
+
+    from bertkit.encode import Encoder
+
+    lines = (corpus_en_dir / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    texts = [t for t in lines if 40 < len(t) < 200][:48]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    out = tmp_path / "student"
+    args = ["distill", "--task", "embed", "--teacher", str(minilm_dir), "--student", "tiny", "--output", str(out)]
+    args += ["--unlabeled", str(tmp_path / "texts.txt"), "--dev", str(tmp_path / "texts.txt"), "--max-length=64"]
+    assert cli([*args, "--train.epochs=12", "--train.batch-size=8", "--train.lr=2e-3", "--device", "cpu"]) == 0
+
+    teacher = Encoder(minilm_dir, device="cpu").encode(texts)
+    mean = teacher.mean(0) / np.linalg.norm(teacher.mean(0))
+    average_only = float((teacher @ mean).mean())
+    student = Encoder(out, device="cpu")
+    assert (student.pooling, student.normalize, student.dim) == ("mean", True, 384)
+    ours = student.encode(texts)
+    cosine = float((ours * teacher).sum(1).mean())
+    assert cosine == pytest.approx(json.loads((out / "metrics.json").read_text())["cosine"], abs=1e-4)
+    assert cosine > average_only + 0.15, (cosine, average_only)
+
+    theirs = SentenceTransformer(str(out), device="cpu", local_files_only=True).encode(texts)
+    assert np.abs(ours - theirs).max() <= 1e-5
+    assert cli(["export", "--model", str(out), "--output", str(tmp_path / "onnx")]) == 0
+    onnx = Encoder(tmp_path / "onnx", backend="onnx").encode(texts)
+    assert np.abs(ours - onnx).max() <= 1e-4

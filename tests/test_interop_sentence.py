@@ -180,3 +180,26 @@ def test_save_model_writes_the_limit_of_the_model(tmp_path, minilm_dir):
     out = save_model(load_model(minilm_dir, BertModel), tmp_path / "plain", BertTokenizer.from_dir(minilm_dir))
     assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 512
     assert not (out / "modules.json").exists()
+
+
+@pytest.mark.parametrize("activation", ["torch.nn.modules.activation.Tanh", "torch.nn.modules.linear.Identity"])
+def test_a_pipeline_with_a_dense_projection_encodes_as_sentence_transformers_does(minilm_dir, tmp_path, activation):
+    """A Dense module after pooling (sentence-transformers' default activation, tanh, and none) written
+    by sentence-transformers itself: bertkit applies it, and the vectors have its width."""
+    try:  # sentence-transformers 6; earlier versions: sentence_transformers.models
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:
+        from sentence_transformers import models
+    torch.manual_seed(0)
+    transformer = models.Transformer(str(minilm_dir))
+    pooling = models.Pooling(384, pooling_mode="mean")
+    act = torch.nn.Tanh() if activation.endswith("Tanh") else torch.nn.Identity()
+    dense = models.Dense(384, 64, activation_function=act)
+    st = sentence_transformers.SentenceTransformer(modules=[transformer, pooling, dense, models.Normalize()])
+    st.save(str(tmp_path / "dense"))
+    assert json.loads((tmp_path / "dense" / "2_Dense" / "config.json").read_text())["activation_function"] == activation
+    encoder = Encoder(tmp_path / "dense", device="cpu")
+    assert encoder.dim == 64
+    ours = encoder.encode(SENTENCES)
+    assert ours.shape == (len(SENTENCES), 64)
+    assert np.abs(ours - st_vectors(tmp_path / "dense")).max() <= 1e-5

@@ -16,6 +16,12 @@ What the student learns from, per feature (a text, or one window of a long one):
 - its labels, where it has them, with the task's own loss; unlabelled transfer text (`--unlabeled`)
   is labelled by the teacher only.
 loss = soft_weight * soft + (1 - soft_weight) * hard, on the one training loop (resume, seeds, torchrun).
+
+`--task embed` distils a sentence encoder instead (sentence-transformers' "Making Monolingual Sentence
+Embeddings Multilingual" recipe, in one language): the teacher is any encoder (minilm), the student
+learns to reproduce its sentence vectors (squared error, after the teacher's pooling and through a
+projection when the widths differ) on `--unlabeled` text, and is chosen on the cosine between its
+vectors and the teacher's on `--dev` text. The student is a sentence-transformers directory.
 """
 
 from __future__ import annotations
@@ -26,25 +32,29 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertkit.checkpoint import load_config, load_weights, read_state_dict
+from bertkit import sentence_files
+from bertkit.checkpoint import load_config, load_weights, read_state_dict, save_model
 from bertkit.config import option, required
 from bertkit.config import save as save_config
 from bertkit.data.collate import collate, length_grouped_batches, sorted_batches
 from bertkit.data.readers import read_texts
+from bertkit.encode import Encoder
 from bertkit.errors import BertkitError
 from bertkit.fetch import resolve_data, resolve_model
 from bertkit.finetune import numeric, read_data, save_task_dir
 from bertkit.inference import Loaded, load_task
-from bertkit.model import PRESETS, BertConfig, BertForSequenceClassification
+from bertkit.model import PRESETS, BertConfig, BertForSequenceClassification, SelfAttention
 from bertkit.onnx_model import OnnxModel
-from bertkit.outputs import atomic_path, check_output_dir, content_hash, open_run
+from bertkit.outputs import atomic_path, atomic_write_text, check_output_dir, content_hash, open_run
 from bertkit.tasks import Task
+from bertkit.tasks.embed import EmbedTask
 from bertkit.train import distributed
 from bertkit.train.loop import TrainConfig, Trainer, set_seed
 
@@ -54,6 +64,12 @@ log = logging.getLogger("bertkit")
 @dataclass
 class DistillConfig:
     teacher: str = required("the fine-tuned teacher: a directory written by `bertkit finetune`; its task is learned")
+    task: str | None = option(
+        None,
+        "embed: distil a sentence encoder (the teacher: any encoder such as minilm; its vectors on --unlabeled "
+        "text are the targets; --dev: held-out text); default: the fine-tuned teacher's task",
+        choices=("embed",),
+    )
     student: str = required(
         "tiny, mini, small or medium (a fresh compact BERT with the teacher's vocab), or a model directory "
         "to start from (e.g. pretrained with `bertkit pretrain`: pre-trained distillation)"
@@ -75,6 +91,13 @@ class DistillConfig:
         0.0,
         "intermediate-layer distillation (TinyBERT): weight of the squared error between each student layer's "
         "hidden states, through a learned projection, and a teacher layer's; 0: off",
+        at_least=0,
+    )
+    attention_weight: float = option(
+        0.0,
+        "attention-map distillation (TinyBERT, MiniLM): weight of the KL divergence from each mapped teacher "
+        "layer's attention distribution to the student layer's, averaged over heads (so head counts may "
+        "differ); 0: off",
         at_least=0,
     )
     layer_map: list[int] = option(
@@ -167,10 +190,10 @@ class DistillTask(Task):
 
     Batches hold labelled or unlabelled features, never both, so one forward pass gives the hard loss
     (the inner task's own, run on the whole batch) and the soft loss (from the same outputs, captured).
-    With `hidden` (intermediate-layer distillation, as TinyBERT), each student layer's hidden states,
+    With `layers` (intermediate-layer distillation, as TinyBERT), each student layer's hidden states,
     through a learned projection to the teacher's width (the student's `distill_projection`, dropped
-    when the student is saved), are also matched to a teacher layer's (`layer_map`), the teacher
-    running alongside."""
+    when the student is saved), and its attention distributions (averaged over heads) are also
+    matched to a teacher layer's (`layer_map`), the teacher running alongside."""
 
     def __init__(
         self,
@@ -179,11 +202,12 @@ class DistillTask(Task):
         temperature: float,
         soft_weight: float,
         regression: bool,
-        hidden: tuple[nn.Module, list[int], float] | None = None,
+        layers: tuple[nn.Module, list[int], float, float] | None = None,
     ):
         self.inner, self.cache = inner, cache
         self.temperature, self.soft_weight, self.regression = temperature, soft_weight, regression
-        self.hidden = hidden  # (teacher model, teacher layer per student layer, weight)
+        # (teacher model, teacher layer per student layer, hidden-state weight, attention weight)
+        self.layers = layers
         self.name, self.main_metric, self.labels = inner.name, inner.main_metric, inner.labels
         self.metric_scale = inner.metric_scale
 
@@ -224,7 +248,7 @@ class DistillTask(Task):
         outputs: list = []
         layers: list = []
         hooks = [model.register_forward_hook(lambda _m, _i, out: outputs.append(out))]
-        if self.hidden is not None:
+        if self.layers is not None:
             encoder = model.bert
             hooks.append(encoder.embeddings.register_forward_hook(lambda _m, _i, out: layers.append(out)))
             hooks += [layer.register_forward_hook(lambda _m, _i, out: layers.append(out)) for layer in encoder.layers]
@@ -240,25 +264,41 @@ class DistillTask(Task):
         loss = self.soft_loss(outputs[0], batch)
         if hard is not None:
             loss = self.soft_weight * loss + (1 - self.soft_weight) * hard
-        if self.hidden is not None:
-            loss = loss + self.hidden[2] * self.hidden_loss(model, layers, batch)
+        if self.layers is not None:
+            loss = loss + self.layer_loss(model, layers, batch)
         return loss
 
-    def hidden_loss(self, model, student_layers: list[torch.Tensor], batch) -> torch.Tensor:
-        """Mean squared error between projected student hidden states (embeddings and every layer) and
-        the mapped teacher layers', over real tokens."""
-        assert self.hidden is not None
-        teacher, layer_map, _ = self.hidden
+    def layer_loss(self, model, student_layers: list[torch.Tensor], batch) -> torch.Tensor:
+        """hidden weight x the mean squared error between projected student hidden states (embeddings
+        and every layer) and the mapped teacher layers', over real tokens; plus attention weight x the
+        KL divergence of each student layer's head-averaged attention from its teacher layer's, over
+        real queries."""
+        assert self.layers is not None
+        teacher, layer_map, hidden_weight, attention_weight = self.layers
         encoder = teacher.get_submodule("bert")
         with torch.no_grad():
             out = encoder(
                 batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], output_hidden_states=True
             )
         real = batch["attention_mask"].bool()
-        pairs = zip(student_layers, [0, *layer_map])  # embeddings to embeddings, then the layer map
-        projection = model.get_submodule("distill_projection")
-        losses = [F.mse_loss(projection(s)[real], out.hidden_states[t][real]) for s, t in pairs]
-        return torch.stack(losses).mean()
+        loss = student_layers[0].new_zeros(())
+        if hidden_weight > 0:
+            pairs = zip(student_layers, [0, *layer_map])  # embeddings to embeddings, then the layer map
+            projection = model.get_submodule("distill_projection")
+            losses = [F.mse_loss(projection(s)[real], out.hidden_states[t][real]) for s, t in pairs]
+            loss = loss + hidden_weight * torch.stack(losses).mean()
+        if attention_weight > 0:
+            kls = []
+            for i, t in enumerate(layer_map):  # a layer's attention is computed from its input
+                mine = cast(SelfAttention, model.get_submodule(f"bert.layers.{i}.attn"))
+                theirs = cast(SelfAttention, encoder.get_submodule(f"layers.{t - 1}.attn"))
+                student = attention_map(mine, student_layers[i], real)
+                with torch.no_grad():
+                    target = attention_map(theirs, out.hidden_states[t - 1], real)
+                kl = F.kl_div(student.clamp_min(1e-9).log(), target, reduction="none").sum(-1)  # [B, T]
+                kls.append(kl[real].mean())
+            loss = loss + attention_weight * torch.stack(kls).mean()
+        return loss
 
     def soft_loss(self, raw, batch) -> torch.Tensor:
         assert self.cache is not None, "the teacher's outputs are computed before training"
@@ -290,6 +330,15 @@ class DistillTask(Task):
         return total / len(raw)
 
 
+def attention_map(attention: SelfAttention, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The attention distribution of a self-attention module (`bertkit.model.SelfAttention`) over its
+    input x [B, T, H], averaged over heads: [B, T queries, T keys], padding keys left out."""
+    q, k, _ = attention.project(x)  # [B, N, T, D] each
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    scores = scores.float().masked_fill(~real[:, None, None, :], float("-inf"))
+    return scores.softmax(-1).mean(1)
+
+
 def default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     """Teacher layer (1-based) for each student layer, evenly spaced: 4 of 12 -> 3, 6, 9, 12."""
     return [round((i + 1) * teacher_layers / student_layers) for i in range(student_layers)]
@@ -319,6 +368,8 @@ def distill(cfg: DistillConfig) -> dict:
 
 
 def _distill(cfg: DistillConfig, info: distributed.Dist) -> dict:
+    if cfg.task == "embed":
+        return _distill_embed(cfg, info)
     out = Path(cfg.output)
     teacher_dir = resolve_model(cfg.teacher)
     if cfg.train.data is None and not cfg.unlabeled:
@@ -357,7 +408,7 @@ def _distill(cfg: DistillConfig, info: distributed.Dist) -> dict:
     student_config, student_dir = _student(cfg, teacher_config, tokenizer.vocab_size)
     regression = inner.name == "regression"
     weights = teacher_dir / "model.safetensors"
-    labelled_by = {  # what decides the teacher's outputs: the same for every student
+    labelled_by: dict[str, Any] = {  # what decides the teacher's outputs: the same for every student
         "teacher": str(teacher_dir.resolve()),
         "weights": content_hash(weights) if weights.is_file() else None,
         "task": inner.state(),
@@ -367,7 +418,8 @@ def _distill(cfg: DistillConfig, info: distributed.Dist) -> dict:
         "unlabeled_examples": cfg.unlabeled_examples,
         "train_examples": cfg.train_examples,
     }
-    job = {**labelled_by, "student": cfg.student, "hidden_weight": cfg.hidden_weight, "layer_map": cfg.layer_map}
+    job = {**labelled_by, "student": cfg.student, "layer_map": cfg.layer_map, "hidden_weight": cfg.hidden_weight}
+    job["attention_weight"] = cfg.attention_weight
     open_run(out, job, cfg.overwrite, cfg.resume, info.is_main)
     fingerprint = json.dumps(labelled_by, sort_keys=True)
     cache_dir = Path(cfg.teacher_cache) if cfg.teacher_cache else out / "teacher"
@@ -382,12 +434,14 @@ def _distill(cfg: DistillConfig, info: distributed.Dist) -> dict:
     model = inner.build_model(student_config)
     if student_dir is not None:
         load_weights(inner.pretrained_target(model), read_state_dict(student_dir), source=str(student_dir))
-    hidden = None
-    if cfg.hidden_weight > 0:  # the teacher runs alongside the student
+    layers = None
+    if cfg.hidden_weight > 0 or cfg.attention_weight > 0:  # the teacher runs alongside the student
         assert isinstance(teacher.model, nn.Module)  # loaded with the torch backend
-        hidden = (teacher.model, _layer_map(cfg, student_config, teacher_config), cfg.hidden_weight)
+        layer_map = _layer_map(cfg, student_config, teacher_config)
+        layers = (teacher.model, layer_map, cfg.hidden_weight, cfg.attention_weight)
+    if cfg.hidden_weight > 0:
         model.distill_projection = nn.Linear(student_config.hidden_size, teacher_config.hidden_size)
-    task = DistillTask(inner, TeacherCache(cache_dir), cfg.temperature, cfg.soft_weight, regression, hidden)
+    task = DistillTask(inner, TeacherCache(cache_dir), cfg.temperature, cfg.soft_weight, regression, layers)
     if info.is_main:
         save_config(cfg, out / "distill.yaml")
 
@@ -425,12 +479,119 @@ def _read_dev(task: Task, dev: str) -> list[dict]:
 
 def _unlabelled(task: Task, cfg: DistillConfig, seed: int) -> list[dict]:
     """Examples of the teacher's task from plain transfer text (no labels)."""
-    texts = [t for name in cfg.unlabeled for t in read_texts(resolve_data(name))]
-    if cfg.unlabeled_examples is not None and cfg.unlabeled_examples < len(texts):
-        texts = random.Random(seed).sample(texts, cfg.unlabeled_examples)
+    texts = _transfer_texts(cfg, seed)
     if texts and task.inputs != ("text",):
         raise BertkitError(
             f"--unlabeled gives plain texts, but task `{task.name}` takes {' and '.join(task.inputs)}: "
             "distil it on its labelled data (--train) only"
         )
     return [task.example({"text": t}, n, "unlabelled") for n, t in enumerate(texts)]
+
+
+def _transfer_texts(cfg: DistillConfig, seed: int) -> list[str]:
+    """The --unlabeled texts, or a seeded sample of --unlabeled-examples of them."""
+    texts = [t for name in cfg.unlabeled for t in read_texts(resolve_data(name))]
+    if cfg.unlabeled_examples is not None and cfg.unlabeled_examples < len(texts):
+        texts = random.Random(seed).sample(texts, cfg.unlabeled_examples)
+    return texts
+
+
+class EmbedDistillTask(EmbedTask):
+    """Sentence vectors trained towards a teacher's: squared error to the cached teacher vector of each
+    text; on dev, the cosine between the student's vectors and the teacher's (`target`)."""
+
+    def __init__(self, pooling: str, dim: int, cache: TeacherCache):
+        super().__init__(pooling, dim)
+        self.cache = cache
+
+    def loss(self, model, batch):
+        student = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).float()
+        teacher, _ = self.cache.batch(0, batch["teacher_row"].tolist(), 0)
+        return F.mse_loss(student, teacher.to(student.device))
+
+    def metrics(self, predictions, examples):
+        student = torch.tensor([p["vector"] for p in predictions])
+        teacher = torch.tensor(np.stack([e["target"] for e in examples]))
+        cosine = F.cosine_similarity(student, teacher, dim=-1)
+        return {
+            "cosine": cosine.mean().item(),
+            "cosine_min": cosine.min().item(),
+            "mse": F.mse_loss(student, teacher).item(),
+        }
+
+
+def _distill_embed(cfg: DistillConfig, info: distributed.Dist) -> dict:
+    """`--task embed`: the student learns the teacher encoder's sentence vectors (module docstring)."""
+    out = Path(cfg.output)
+    if not cfg.unlabeled and cfg.train.data is None:
+        raise BertkitError("pass --unlabeled TEXT (e.g. corpus-en): the student learns the teacher's vectors of it")
+    if cfg.dev is None:
+        raise BertkitError("pass --dev TEXT (held-out texts): the student is chosen on its cosine to the teacher there")
+    if cfg.hidden_weight > 0 or cfg.attention_weight > 0:
+        raise BertkitError(
+            "--hidden-weight and --attention-weight are for task distillation; drop them with --task embed"
+        )
+    teacher_dir = resolve_model(cfg.teacher)
+    sources = [resolve_data(u) for u in cfg.unlabeled] + ([resolve_data(cfg.train.data)] if cfg.train.data else [])
+    dev_path = resolve_data(cfg.dev, "dev")
+    check_output_dir(out, [teacher_dir, *sources, dev_path], cfg.overwrite, cfg.resume)
+    device = distributed.device_for(cfg.device, info)
+    teacher = Encoder(teacher_dir, device=str(device), max_length=cfg.max_length)
+    if teacher.pooling not in ("cls", "mean", "max"):
+        raise BertkitError(
+            f"{teacher_dir} pools with `{teacher.pooling}`; an embedding student pools with cls, mean or max"
+        )
+    texts = _transfer_texts(cfg, cfg.train.seed) + (read_texts(sources[-1]) if cfg.train.data else [])
+    dev_texts = read_texts(dev_path)
+    task = EmbedTask(teacher.pooling, teacher.dim)
+    examples = [{"text": t, "line": n + 1, "source": "train"} for n, t in enumerate(texts)]
+    features = task.featurize(examples, teacher.tokenizer, teacher.max_length)
+    for i, f in enumerate(features):
+        f["teacher_row"] = i
+    log.info("distill embed: %d texts, %d dev texts; vectors of %d dimensions", len(texts), len(dev_texts), teacher.dim)
+
+    weights = teacher_dir / "model.safetensors"
+    labelled_by = {
+        "teacher": str(teacher_dir.resolve()),
+        "weights": content_hash(weights) if weights.is_file() else None,
+        "task": "embed",
+        "max_length": teacher.max_length,
+        "data": [content_hash(p) for p in sources],
+        "seed": cfg.train.seed,
+        "unlabeled_examples": cfg.unlabeled_examples,
+    }
+    open_run(out, {**labelled_by, "student": cfg.student}, cfg.overwrite, cfg.resume, info.is_main)
+    fingerprint = json.dumps(labelled_by, sort_keys=True)
+    cache_dir = Path(cfg.teacher_cache) if cfg.teacher_cache else out / "teacher"
+    if info.is_main and TeacherCache.fingerprint_of(cache_dir) != fingerprint:
+        log.info("the teacher encodes %d texts (once; kept in %s)", len(texts), cache_dir)
+        TeacherCache.write(cache_dir, [(v,) for v in teacher.encode(texts)], False, fingerprint)
+    distributed.barrier()
+    dev = [
+        {"text": t, "target": v, "line": n + 1, "source": str(dev_path)}
+        for n, (t, v) in enumerate(zip(dev_texts, teacher.encode(dev_texts)))
+    ]
+    dev_features = task.featurize(dev, teacher.tokenizer, teacher.max_length)
+
+    student_config, student_dir = _student(cfg, load_config(teacher_dir), teacher.tokenizer.vocab_size)
+    set_seed(cfg.train.seed)
+    distill_task = EmbedDistillTask(teacher.pooling, teacher.dim, TeacherCache(cache_dir))
+    model = distill_task.build_model(student_config)
+    if student_dir is not None:
+        load_weights(model, read_state_dict(student_dir), source=str(student_dir))
+    if info.is_main:
+        save_config(cfg, out / "distill.yaml")
+    has_pipeline = bool(sentence_files.modules(teacher_dir))
+
+    def save_best(trained, metrics):
+        # a sentence-transformers directory: the encoder, the teacher's pooling and normalisation, the projection
+        save_model(trained.bert, out, teacher.tokenizer, pipeline_from=teacher_dir if has_pipeline else None)
+        if not has_pipeline:
+            sentence_files.write_pipeline(out, teacher.pooling, student_config.hidden_size, teacher.normalize)
+        if trained.dense is not None:
+            sentence_files.add_dense(out, trained.dense)
+        atomic_write_text(out / "metrics.json", json.dumps(numeric(metrics), indent=2))
+
+    trainer = Trainer(model, distill_task, cfg.train, out, save_best, teacher.tokenizer.pad_id, device)
+    best = trainer.fit(features, dev_features, dev, resume=cfg.resume)
+    return numeric(best) if info.is_main else {}

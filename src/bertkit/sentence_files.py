@@ -8,6 +8,8 @@ Normalize, and each module's settings sit in its folder. Two layouts are in use:
                         `pooling_mode_mean_tokens: true`            `pooling_mode: "mean"`
     token limit         sentence_bert_config.json: `max_seq_length` tokenizer_config.json: `model_max_length`
     normalisation       a Normalize entry in modules.json           the same (and a 2_Normalize folder)
+    projection          a Dense entry (after Pooling): config.json (in_features, out_features, bias,
+                        activation_function) and the layer's weights (`linear.weight`, `linear.bias`)
 
 Both are read. A directory bertkit writes from such a model (fine-tuned, further pretrained,
 exported) holds the same encoder, so it carries these files and stays the same pipeline for
@@ -21,6 +23,10 @@ import logging
 import shutil
 from pathlib import Path
 from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
 
 from bertkit.errors import BertkitError
 from bertkit.outputs import atomic_path
@@ -38,8 +44,14 @@ OLD_POOLING_KEYS = {
     "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
-# Module types whose work bertkit does itself: the encoder, pooling, L2 normalisation.
-KNOWN_MODULES = ("Transformer", "Pooling", "Normalize")
+# Module types whose work bertkit does itself: the encoder, pooling, a dense projection, L2 normalisation.
+KNOWN_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
+# A Dense module's activation_function -> the module bertkit applies.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "torch.nn.modules.linear.Identity": nn.Identity,
+    "torch.nn.modules.activation.Tanh": nn.Tanh,
+    "torch.nn.modules.activation.ReLU": nn.ReLU,
+}
 
 
 def _read_json(path: Path) -> Any:
@@ -106,6 +118,74 @@ def token_limit(model_dir: Path) -> int | None:
 def unsupported_modules(model_dir: Path) -> list[str]:
     """Types in modules.json that bertkit does not apply (e.g. a Dense projection after pooling)."""
     return [str(m.get("type")) for m in modules(model_dir) if _kind(m) not in KNOWN_MODULES]
+
+
+def dense(model_dir: Path) -> nn.Sequential | None:
+    """The pipeline's Dense projections after pooling (Linear, activation), in order; None without any."""
+    layers: list[nn.Module] = []
+    for entry in modules(model_dir):
+        if _kind(entry) != "Dense":
+            continue
+        folder = model_dir / str(entry.get("path", ""))
+        config = _read_json(folder / "config.json")
+        activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+        if activation not in ACTIVATIONS:
+            raise BertkitError(
+                f"{folder}/config.json: activation_function {activation} is not one bertkit applies "
+                f"({', '.join(ACTIVATIONS)})"
+            )
+        linear = nn.Linear(config["in_features"], config["out_features"], bias=config.get("bias", True))
+        if (folder / "model.safetensors").is_file():
+            weights = load_file(folder / "model.safetensors")
+        elif (folder / "pytorch_model.bin").is_file():
+            weights = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        else:
+            raise BertkitError(f"{folder} has no weights (model.safetensors): restore it from the original model")
+        linear.load_state_dict({k.removeprefix("linear."): v for k, v in weights.items()})
+        layers += [linear, ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers).eval() if layers else None
+
+
+def write_pipeline(model_dir: Path, pooling: str, dim: int, normalize: bool) -> None:
+    """modules.json (Transformer -> Pooling (-> Normalize)) and 1_Pooling/config.json, for a directory
+    whose encoder is trained to be used with `pooling` (cls, mean or max)."""
+    (model_dir / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    with atomic_path(model_dir / "1_Pooling" / "config.json") as tmp:
+        tmp.write_text(json.dumps({"word_embedding_dimension": dim, "pooling_mode": pooling}, indent=2))
+    kinds = [("", "Transformer"), ("1_Pooling", "Pooling")] + ([("2_Normalize", "Normalize")] if normalize else [])
+    entries = [
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (path, kind) in enumerate(kinds)
+    ]
+    with atomic_path(model_dir / "modules.json") as tmp:
+        tmp.write_text(json.dumps(entries, indent=2))
+
+
+def add_dense(model_dir: Path, linear: nn.Linear) -> None:
+    """Append a Dense projection (no activation) after the Pooling module of `model_dir`'s pipeline,
+    as sentence-transformers writes one: DIR/N_Dense/config.json and model.safetensors."""
+    entries = modules(model_dir)
+    at = next(i for i, m in enumerate(entries) if _kind(m) == "Pooling") + 1
+    folder = model_dir / f"{at}_Dense"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "in_features": linear.in_features,
+        "out_features": linear.out_features,
+        "bias": linear.bias is not None,
+        "activation_function": "torch.nn.modules.linear.Identity",
+    }
+    with atomic_path(folder / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=2))
+    tensors = {f"linear.{k}": v.detach().cpu().contiguous() for k, v in linear.state_dict().items()}
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    entry = {"idx": at, "name": str(at), "path": folder.name, "type": "sentence_transformers.models.Dense"}
+    entries = [m for m in entries if _kind(m) != "Dense"]
+    entries.insert(at, entry)
+    for i, m in enumerate(entries):
+        m["idx"], m["name"] = i, str(i)
+    with atomic_path(model_dir / "modules.json") as tmp:
+        tmp.write_text(json.dumps(entries, indent=2))
 
 
 def copy_sentence_files(source: Path, target: Path) -> list[str]:

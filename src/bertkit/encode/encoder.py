@@ -115,7 +115,12 @@ class Encoder:
             )
         self.max_length = max_length
         self.batch_size = batch_size
-        self.dim = config.hidden_size
+        # a Dense projection in the pipeline (e.g. a distilled student's, to its teacher's width)
+        self.dense = sentence_files.dense(model_dir)
+        if self.dense is not None:
+            self.dense.to(self.device)
+        linears = [m for m in self.dense or () if isinstance(m, torch.nn.Linear)]
+        self.dim: int = linears[-1].out_features if linears else config.hidden_size
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, cut to max_length with a warning that says how many were cut."""
@@ -154,17 +159,19 @@ class Encoder:
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         return self.model(input_ids, mask, output_hidden_states=hidden_states), mask
 
-    @staticmethod
     def vectors(
-        out, mask: torch.Tensor, pooling: str, layer: int, normalize: bool, rows: list[int] | None = None
+        self, out, mask: torch.Tensor, pooling: str, layer: int, normalize: bool, rows: list[int] | None = None
     ) -> torch.Tensor:
-        """Pooled (and optionally L2-normalised) float32 vectors [B, H] of `run`'s output, or of its `rows`."""
+        """Pooled, projected (the pipeline's Dense modules, if any) and optionally L2-normalised float32
+        vectors [B, dim] of `run`'s output, or of its `rows`."""
         hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
         pooled = out.pooler_output if layer == -1 else None
         if rows is not None:
             hidden, mask = hidden[rows], mask[rows]
             pooled = pooled[rows] if pooled is not None else None
         vectors = pool(hidden, mask, pooling, pooled)
+        if self.dense is not None:
+            vectors = self.dense(vectors.float())
         if normalize:
             vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
         return vectors.float()

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from bertkit import sentence_files
 from bertkit.checkpoint import atomic_write_text, read_state_dict
 from bertkit.data.collate import pad
 from bertkit.data.samples import sample_texts
@@ -39,13 +40,8 @@ COPIED = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
-    "modules.json",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
     "task.json",
-    "1_Pooling",
-    "2_Normalize",
-)
+)  # and the sentence-transformers pipeline files (modules.json and the module folders it names)
 
 
 # What decoding a CRF model's graph takes; in export.json ("decoding"), README.txt and the log.
@@ -113,6 +109,7 @@ def export_dir(
             shutil.copytree(src, out / name, dirs_exist_ok=True)
         elif src.is_file():
             shutil.copy2(src, out / name)
+    sentence_files.copy_sentence_files(model_dir, out)
     crf = getattr(torch_model, "crf", None)
     if crf is not None:  # decoding needs the transition scores; they are not part of the graph
         save_file({k: v.contiguous() for k, v in crf.state_dict().items()}, str(out / "crf.safetensors"))
