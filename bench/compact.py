@@ -2,6 +2,8 @@
 over seeds), parameters, and classification speed of each student against the teacher, measured here
 in one process on the same MR dev sentences: the fine-tuned model in PyTorch (fp32) and exported to
 ONNX with dynamic int8 quantisation (`bertkit export --quantize int8`, written beside each run).
+Then the embedding students: mean cosine of their vectors to MiniLM's on MR test sentences (held out
+from their training and dev text), and encode speed (fp32) against MiniLM's.
 
     .venv/bin/python bench/compact.py --out runs/compact --sizes "tiny mini"
 """
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from encode import best_seconds  # noqa: E402  (bench/encode.py, beside this file)
 
 from bertkit.data.readers import read_texts  # noqa: E402
+from bertkit.encode import Encoder  # noqa: E402
 from bertkit.export import export_dir  # noqa: E402
 from bertkit.fetch import resolve_data  # noqa: E402
 from bertkit.inference import load, predict_inputs  # noqa: E402
@@ -90,6 +93,32 @@ def main() -> None:
                 f"{summary([t for _, t in scores])} | {params / 1e6:.1f}M | {fp32:,.0f} ({fp32 / t_fp32:.1f}x) | "
                 f"{int8:,.0f} ({int8 / t_fp32:.1f}x) |"
             )
+
+    embed_table(out, read_texts(resolve_data("mr:test"))[: args.n])
+
+
+def embed_table(out: Path, texts: list[str]) -> None:
+    runs = sorted(r for r in out.glob("embed-*") if (r / "metrics.json").is_file())
+    if not runs:
+        return
+    teacher = Encoder("minilm", device="cpu", max_length=128)
+    reference = teacher.encode(texts)
+    t_speed = len(texts) / best_seconds(lambda: teacher.encode(texts), repeats=3)
+    print()
+    print("| embedding model | parameters | cosine to MiniLM, MR test (mean / min) | encode, sentences/s (fp32) |")
+    print("|---|---:|---:|---:|")
+    print(
+        f"| MiniLM-L6 (all-MiniLM-L6-v2) | {count_parameters(teacher.model) / 1e6:.1f}M | 1 | {t_speed:,.0f} (1.0x) |"
+    )
+    for run in runs:
+        student = Encoder(run, device="cpu", max_length=128)
+        vectors = student.encode(texts)
+        cosine = (vectors * reference).sum(1) / ((vectors**2).sum(1) ** 0.5 * (reference**2).sum(1) ** 0.5)
+        rate = len(texts) / best_seconds(lambda student=student: student.encode(texts), repeats=3)
+        print(
+            f"| {run.name} | {count_parameters(student.model) / 1e6:.1f}M | {cosine.mean():.4f} / {cosine.min():.4f} | "
+            f"{rate:,.0f} ({rate / t_speed:.1f}x) |"
+        )
 
 
 if __name__ == "__main__":
