@@ -500,9 +500,11 @@ class EmbedDistillTask(EmbedTask):
     """Sentence vectors trained towards a teacher's: squared error to the cached teacher vector of each
     text; on dev, the cosine between the student's vectors and the teacher's (`target`)."""
 
+    main_metric = "cosine"
+
     def __init__(self, pooling: str, dim: int, cache: TeacherCache):
         super().__init__(pooling, dim)
-        self.cache = cache
+        self.cache, self.main_metric = cache, "cosine"
 
     def loss(self, model, batch):
         student = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).float()
@@ -544,7 +546,7 @@ def _distill_embed(cfg: DistillConfig, info: distributed.Dist) -> dict:
     texts = _transfer_texts(cfg, cfg.train.seed) + (read_texts(sources[-1]) if cfg.train.data else [])
     dev_texts = read_texts(dev_path)
     task = EmbedTask(teacher.pooling, teacher.dim)
-    examples = [{"text": t, "line": n + 1, "source": "train"} for n, t in enumerate(texts)]
+    examples = [task.example({"text": t}, n + 1, "train") for n, t in enumerate(texts)]
     features = task.featurize(examples, teacher.tokenizer, teacher.max_length)
     for i, f in enumerate(features):
         f["teacher_row"] = i
@@ -568,7 +570,7 @@ def _distill_embed(cfg: DistillConfig, info: distributed.Dist) -> dict:
         TeacherCache.write(cache_dir, [(v,) for v in teacher.encode(texts)], False, fingerprint)
     distributed.barrier()
     dev = [
-        {"text": t, "target": v, "line": n + 1, "source": str(dev_path)}
+        {**task.example({"text": t}, n + 1, str(dev_path)), "target": v}
         for n, (t, v) in enumerate(zip(dev_texts, teacher.encode(dev_texts)))
     ]
     dev_features = task.featurize(dev, teacher.tokenizer, teacher.max_length)

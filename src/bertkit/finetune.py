@@ -16,6 +16,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bertkit import sentence_files
 from bertkit.checkpoint import atomic_write_text, load_config, load_weights, read_state_dict, save_model
 from bertkit.config import option, required
 from bertkit.config import save as save_config
@@ -54,7 +55,10 @@ class TaskSpec:
 
 @dataclass
 class FinetuneConfig:
-    task: str = required("what to learn: classify, regression, ner, qa, or multitask (with `tasks:`)")
+    task: str = required(
+        "what to learn: classify, regression, ner, qa, embed (sentence embeddings from pairs or scored "
+        "pairs), or multitask (with `tasks:`)"
+    )
     model: str = required("pretrained model directory or fetched name, e.g. minilm")
     train: TrainConfig = field(default_factory=TrainConfig)
     dev: str | None = option(None, "dev data: a file or a fetched name such as mr:dev")
@@ -115,7 +119,22 @@ def _task_options(name: str, cfg: FinetuneConfig, head: str) -> dict:
         return {"head": head}
     if name == "qa":
         return dict(cfg.qa.__dict__)
+    if name == "embed":
+        return {"pooling": embed_pooling(resolve_model(cfg.model))}
     return {}
+
+
+def embed_pooling(model_dir: Path) -> str:
+    """The pooling an embedding model trains with: its sentence-transformers pipeline's, else mean."""
+    if sentence_files.dense(model_dir) is not None:
+        raise BertkitError(
+            f"{model_dir} has a Dense projection after pooling (modules.json); --task embed fine-tunes "
+            "pipelines of encoder, pooling and normalisation only"
+        )
+    pooling = sentence_files.pooling_mode(model_dir) or "mean"
+    if pooling not in ("cls", "mean", "max"):
+        raise BertkitError(f"{model_dir} pools with `{pooling}`; --task embed trains cls, mean or max pooling")
+    return pooling
 
 
 def read_data(task, train: str, dev: str, limit: int | None = None, seed: int = 0):

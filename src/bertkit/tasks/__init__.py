@@ -183,6 +183,7 @@ TASKS: dict[str, tuple[str, str] | type[Task]] = {
     "fill-mask": ("bertkit.tasks.fill_mask", "FillMaskTask"),
     "nsp": ("bertkit.tasks.nsp", "NspTask"),
     "seq2seq": ("bertkit.tasks.seq2seq", "Seq2SeqTask"),
+    "embed": ("bertkit.tasks.embed", "EmbedTask"),
 }
 
 
