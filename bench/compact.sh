@@ -7,11 +7,11 @@
 #   (c) pre-trained with `bertkit pretrain` (MLM + NSP on corpus-en, PRETRAIN_STEPS steps of 32 x 128
 #       tokens), then distilled as in (b): Turc et al.'s pre-trained distillation. Sizes in PRETRAIN_SIZES.
 # And embedding students (EMBED_SIZES; mini by default): `bertkit distill --task embed` from MiniLM's
-# sentence vectors on corpus-en and MR's training sentences, from random init and, where arm (c) made
-# one, from the pre-trained student.
+# sentence vectors on corpus-en and MR's training sentences, starting from the student arm (c)
+# pre-trained (from random init where there is none).
 # Each run is skipped when its test score exists, so the script can be stopped and started again.
 #   bash bench/compact.sh      (SIZES="tiny mini" SEEDS=1 EPOCHS=3 LR=5e-4 UNLABELED=8000 OUT=runs/compact
-#                               PRETRAIN_SIZES=mini PRETRAIN_STEPS=1500)
+#                               PRETRAIN_SIZES=mini PRETRAIN_STEPS=800)
 # Then prints dev/test accuracy, parameters and fp32 encode speed against the teacher's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ EPOCHS=${EPOCHS:-3}
 LR=${LR:-5e-4}
 UNLABELED=${UNLABELED:-8000}
 PRETRAIN_SIZES=${PRETRAIN_SIZES:-mini}
-PRETRAIN_STEPS=${PRETRAIN_STEPS:-1500}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-800}
 EMBED_SIZES=${EMBED_SIZES:-mini}
 mkdir -p "$OUT"
 
@@ -92,16 +92,15 @@ for size in $PRETRAIN_SIZES; do
 done
 
 for size in $EMBED_SIZES; do
-  for start in "$size" "$OUT/$size-pretrained"; do
-    [ "$start" = "$size" ] || [ -f "$start/metrics.json" ] || continue
-    run=$OUT/embed-$size$([ "$start" = "$size" ] || echo -pretrained)
-    if [ ! -f "$run/metrics.json" ]; then
-      echo "== embedding student: $size from ${start/#$OUT\//}"
-      "$BERTKIT" distill --task embed --teacher minilm --student "$start" --unlabeled corpus-en,mr:train \
-        --unlabeled-examples 16000 --dev mr:dev --max-length 128 --output "$run" --overwrite \
-        --train.epochs "$EPOCHS" --train.lr "$LR" --teacher-cache "$OUT/teacher-vectors" > "$run.log" 2>&1
-    fi
-  done
+  start=$size
+  [ -f "$OUT/$size-pretrained/metrics.json" ] && start=$OUT/$size-pretrained
+  run=$OUT/embed-$size$([ "$start" = "$size" ] || echo -pretrained)
+  if [ ! -f "$run/metrics.json" ]; then
+    echo "== embedding student: $size from ${start/#$OUT\//}"
+    "$BERTKIT" distill --task embed --teacher minilm --student "$start" --unlabeled corpus-en,mr:train \
+      --unlabeled-examples 16000 --dev mr:dev --max-length 128 --output "$run" --overwrite \
+      --train.epochs "$EPOCHS" --train.lr "$LR" --teacher-cache "$OUT/teacher-vectors" > "$run.log" 2>&1
+  fi
 done
 
 "$PY" bench/compact.py --out "$OUT" --sizes "$SIZES"
