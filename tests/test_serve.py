@@ -349,6 +349,7 @@ def test_serve_builds_the_app_from_cli_options(minilm_dir, runs):
             "name": "minilm",
             "pooling": "mean",
             "layer": -1,
+            "layer_combine": "concat",
             "normalize": True,
             "dim": 384,
         }

@@ -106,8 +106,11 @@ ANY = st.recursive(
 )
 TEXTS = st.lists(TEXT, max_size=7)
 ENCODE_OPTIONS = {
-    "pooling": st.sampled_from(["cls", "mean", "max", "pooler", "sum"]),
-    "layer": st.integers(-4, 4),
+    "pooling": st.sampled_from(["cls", "mean", "max", "pooler", "none", "sum"]),
+    "layer": st.integers(-4, 4) | st.lists(st.integers(-4, 4), max_size=3),
+    "layer_combine": st.sampled_from(["concat", "mean", "sum"]),
+    "words": st.booleans() | ANY,
+    "specials": st.booleans(),
     "normalize": st.booleans() | ANY,
     "encoding": st.sampled_from(["float", "base64", "hex"]),
     "extra": ANY,

@@ -236,7 +236,8 @@ def test_the_openapi_schema_describes_every_answer():
     assert set(components["ModelCard"]["properties"]) == {"id", "object", "created", "owned_by"}
     embed = components["EmbedResponse"]
     assert embed["type"] == "array" and embed["items"] == {"type": "array", "items": {"type": "number"}}
-    assert fields(ok("/encode", "post")["application/json"]["schema"]) == {"vectors", "shape", "dtype"}
+    assert fields(ok("/encode", "post")["application/json"]["schema"]) == {"vectors", "shape", "results", "dtype"}
+    assert set(components["TokenResult"]["properties"]) == {"tokens", "spans", "vectors", "shape"}
     assert fields(ok("/similarity", "post")["application/json"]["schema"]) == {"scores"}
     assert fields(ok("/predict/{task}", "post")["application/json"]["schema"]) == {"predictions"}
     assert {"status", "tasks", "queue_depth", "api_key", "encoder"} <= fields(

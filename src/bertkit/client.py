@@ -66,15 +66,39 @@ class Client:
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def encode(
-        self, texts: list[str], pooling: str | None = None, layer: int | None = None, normalize: bool | None = None
+        self,
+        texts: list[str],
+        pooling: str | None = None,
+        layer: int | list[int] | None = None,
+        normalize: bool | None = None,
+        layer_combine: str | None = None,
     ) -> np.ndarray:
-        """float32 [len(texts), H]; the vectors travel base64-encoded (exact, and 4x smaller than JSON)."""
-        body: dict[str, object] = {"texts": list(texts), "encoding": "base64"}
-        body.update(
-            {k: v for k, v in (("pooling", pooling), ("layer", layer), ("normalize", normalize)) if v is not None}
-        )
+        """float32 [len(texts), dim]; the vectors travel base64-encoded (exact, and 4x smaller than JSON).
+        `layer` may list several layers, joined by `layer_combine` (concat or mean)."""
+        body = _body(texts, pooling=pooling, layer=layer, normalize=normalize, layer_combine=layer_combine)
         out = self._request("POST", "/encode", body)
-        return np.frombuffer(base64.b64decode(out["vectors"]), dtype="<f4").reshape(out["shape"]).copy()
+        return _decode(out["vectors"], out["shape"])
+
+    def encode_tokens(
+        self,
+        texts: list[str],
+        words: bool = False,
+        specials: bool = False,
+        layer: int | list[int] | None = None,
+        layer_combine: str | None = None,
+    ) -> list[dict]:
+        """Per text {"tokens", "spans", "vectors"}: its word pieces (or words), their [start, end)
+        character spans in the text, and float32 vectors [n, D] (`Encoder.encode_tokens` on the server)."""
+        options = {"words": words or None, "specials": specials or None, "layer": layer, "layer_combine": layer_combine}
+        out = self._request("POST", "/encode", _body(texts, pooling="none", **options))
+        return [
+            {
+                "tokens": r["tokens"],
+                "spans": [tuple(s) for s in r["spans"]],
+                "vectors": _decode(r["vectors"], r["shape"]),
+            }
+            for r in out["results"]
+        ]
 
     def similarity(
         self, pairs: list[tuple[str, str]] | None = None, query: str | None = None, texts: list[str] | None = None
@@ -98,3 +122,12 @@ class Client:
 
     def metrics(self) -> str:
         return self._request("GET", "/metrics")
+
+
+def _body(texts: list[str], **options) -> dict[str, object]:
+    """An /encode request for base64 vectors, with the options that are set."""
+    return {"texts": list(texts), "encoding": "base64", **{k: v for k, v in options.items() if v is not None}}
+
+
+def _decode(data: str, shape: list[int]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(data), dtype="<f4").reshape(shape).copy()

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 Pooling = Literal["cls", "mean", "max", "pooler"]
+EncodePooling = Literal["cls", "mean", "max", "pooler", "none"]  # none: a vector per token
 
 
 class _Body(BaseModel):
@@ -42,17 +43,45 @@ class OpenAIErrorResponse(BaseModel):
 
 class EncodeRequest(_Body):
     texts: list[str] = Field(description="the texts to encode")
-    pooling: Pooling | None = Field(None, description="default: the model's")
-    layer: int | None = Field(None, description="hidden layer: -1 the last, 0 the embeddings")
-    normalize: bool | None = Field(None, description="L2-normalise (default: the model's)")
+    pooling: EncodePooling | None = Field(
+        None, description='default: the model\'s; "none": a vector per token (or per word, with `words`)'
+    )
+    layer: int | list[int] | None = Field(
+        None,
+        description="hidden layer: -1 the last, 0 the embeddings; several, e.g. [-4, -3, -2, -1], are joined "
+        "by `layer_combine`",
+    )
+    layer_combine: Literal["concat", "mean"] | None = Field(
+        None, description="several layers: concat (width H x layers, in the given order) or mean; default concat"
+    )
+    normalize: bool | None = Field(None, description='L2-normalise (default: the model\'s; not with "none")')
+    words: bool = Field(
+        False,
+        description='with pooling "none": a vector per whitespace-separated word and Chinese character, '
+        "the mean of its word pieces'",
+    )
+    specials: bool = Field(False, description='with pooling "none": keep [CLS] and [SEP] (span [0, 0])')
     encoding: Literal["float", "base64"] = Field("float", description="base64: little-endian float32, row-major")
 
 
-class EncodeResponse(BaseModel):
-    vectors: list[list[float]] | str = Field(
-        description='one vector per text; with "encoding": "base64" one string of little-endian float32, row-major'
+class TokenResult(BaseModel):
+    tokens: list[str] = Field(description="the word pieces as the model read them, or the words with `words`")
+    spans: list[tuple[int, int]] = Field(
+        description="[start, end) character span of each in the text as sent: text[start:end]"
     )
-    shape: list[int] = Field(description="[texts, dimensions]")
+    vectors: list[list[float]] | str = Field(
+        description='one vector per token: the raw hidden states; with "encoding": "base64" one string'
+    )
+    shape: list[int] = Field(description="[tokens, dimensions]")
+
+
+class EncodeResponse(BaseModel):
+    vectors: list[list[float]] | str | None = Field(
+        None,
+        description='one vector per text; with "encoding": "base64" one string of little-endian float32, row-major',
+    )
+    shape: list[int] | None = Field(None, description="[texts, dimensions]")
+    results: list[TokenResult] | None = Field(None, description='with pooling "none" (instead of `vectors`): per text')
     dtype: Literal["float32"] = Field("float32", description="the vectors' number type")
 
 
@@ -114,7 +143,8 @@ class SearchResponse(BaseModel):
 class EncoderInfo(BaseModel):
     name: str = Field(description="the model's name in the OpenAI-compatible API")
     pooling: str | None = None
-    layer: int | None = None
+    layer: int | list[int] | None = None
+    layer_combine: str | None = None
     normalize: bool | None = None
     dim: int | None = Field(None, description="the vectors' dimensions")
 

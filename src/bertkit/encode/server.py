@@ -24,7 +24,7 @@ import re
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from starlette.staticfiles import StaticFiles
 
 from bertkit.data.collate import sorted_batches
 from bertkit.encode.batcher import Batcher, Metrics, QueueFull
-from bertkit.encode.encoder import MAX_PADDING, Encoder
+from bertkit.encode.encoder import MAX_PADDING, Encoder, as_layers
 from bertkit.encode.http import Cors, CountRequests, ReadBody, RequireKey, error_body, swagger_files
 from bertkit.encode.schemas import (
     EmbeddingsRequest,
@@ -60,6 +60,7 @@ from bertkit.encode.schemas import (
     SimilarityRequest,
     SimilarityResponse,
 )
+from bertkit.encode.tokens import TokenVectors
 from bertkit.inference import Loaded, run_examples, with_inputs
 from bertkit.onnx_model import OnnxModel
 from bertkit.search.index import MAX_K, Index, results
@@ -117,17 +118,35 @@ def estimate_tokens(text: str, max_length: int) -> int:
 # --- Engines: what a batch of items becomes (run in the batcher's worker thread) ------------------------
 
 
+class Want(NamedTuple):
+    """What a text becomes: its sentence vector, pooled, its layers joined and normalised so; with pooling
+    "none" its token (or word) vectors, a `TokenVectors`."""
+
+    pooling: str
+    layers: tuple[int, ...]
+    combine: str
+    normalize: bool
+    words: bool = False
+    specials: bool = False
+
+
 class EncodeEngine:
-    """Items (text, pooling, layer, normalize) -> float32 vectors; one forward pass per length-sorted chunk,
-    each row pooled its own way, so requests with different options still share batches. An item's text
-    may come as its token ids already (`tokenize`), for the endpoints that count tokens before they
-    queue."""
+    """Items (text, Want) -> float32 vectors; one forward pass per length-sorted chunk, each row pooled its
+    own way, so requests with different options still share batches. An item's text may come as its
+    token ids already (`tokenize`), for the endpoints that count tokens before they queue. Token vectors
+    (pooling "none") are computed per group of like items, by `Encoder.encode_tokens`."""
 
     def __init__(self, encoder: Encoder):
         self.encoder = encoder
-        self.defaults = {"pooling": encoder.pooling, "layer": encoder.layer, "normalize": encoder.normalize}
+        self.defaults = {
+            "pooling": encoder.pooling,
+            "layer": encoder.layer,
+            "layer_combine": encoder.layer_combine,
+            "normalize": encoder.normalize,
+        }
         self.num_layers = encoder.config.num_hidden_layers
         self.dim, self.max_length = encoder.dim, encoder.max_length
+        self.dense_width = encoder.dense_width
         model = encoder.model
         self.last_layer_only = isinstance(model, OnnxModel)  # an exported graph: no hidden states
         self.has_pooler = (
@@ -144,28 +163,63 @@ class EncodeEngine:
         encodings = self.encoder.tokenizer.encode_batch(texts, max_length=None, truncation="do_not_truncate")
         return [e.ids for e in encodings]
 
-    def cost(self, item: tuple[str | list[int], str, int, bool]) -> int:
+    def cost(self, item: tuple[str | list[int], Want]) -> int:
         text = item[0]
         return len(text) if isinstance(text, list) else estimate_tokens(text, self.max_length)
 
     @torch.inference_mode()
-    def __call__(self, items: list[tuple[str | list[int], str, int, bool]]) -> list[np.ndarray]:
+    def __call__(self, items: list[tuple[str | list[int], Want]]) -> list[np.ndarray | TokenVectors]:
         enc = self.encoder
-        ids = [text if isinstance(text, list) else [] for text, *_ in items]
-        texts = {i: text for i, (text, *_) in enumerate(items) if isinstance(text, str)}  # not tokenized yet
-        for i, seq in zip(texts, enc.tokenize(list(texts.values())) if texts else []):
-            ids[i] = seq
-        out: list[np.ndarray | None] = [None] * len(items)
-        for chunk in sorted_batches([len(s) for s in ids], enc.batch_size, max_padding=MAX_PADDING):
-            result, mask = enc.run([ids[i] for i in chunk], hidden_states=any(items[i][2] != -1 for i in chunk))
-            groups: dict[tuple, list[int]] = {}  # rows of the chunk that want the same vector
+        out: list = [None] * len(items)
+        by_want: dict[Want, list[int]] = {}
+        for i, (_, want) in enumerate(items):
+            by_want.setdefault(want, []).append(i)
+        for want, group in by_want.items():
+            if want.pooling == "none":
+                texts = [str(items[i][0]) for i in group]  # /encode sends texts, never token ids
+                records = enc.encode_tokens(texts, want.words, want.specials, want.layers, want.combine)
+                for i, record in zip(group, records):
+                    out[i] = record
+        ids: dict[int, list[int]] = {}  # the sentence items' token ids
+        new: dict[int, str] = {}  # their texts not tokenized yet
+        for i, (text, want) in enumerate(items):
+            if want.pooling == "none":
+                continue
+            if isinstance(text, list):
+                ids[i] = text
+            else:
+                new[i] = text
+        ids.update(zip(new, enc.tokenize(list(new.values())) if new else []))
+        rest = sorted(ids)
+        for batch in sorted_batches([len(ids[i]) for i in rest], enc.batch_size, max_padding=MAX_PADDING):
+            chunk = [rest[b] for b in batch]
+            deep = any(items[i][1].layers != (-1,) for i in chunk)
+            result, mask = enc.run([ids[i] for i in chunk], hidden_states=deep)
+            groups: dict[Want, list[int]] = {}  # rows of the chunk that want the same vector
             for row, i in enumerate(chunk):
-                groups.setdefault(tuple(items[i][1:]), []).append(row)
-            for (pooling, layer, normalize), rows in groups.items():
-                vectors = enc.vectors(result, mask, pooling, layer, normalize, rows).cpu().numpy()
-                for row, v in zip(rows, vectors):
+                groups.setdefault(items[i][1], []).append(row)
+            for want, rows in groups.items():
+                vectors = enc.vectors(result, mask, want.pooling, want.layers, want.normalize, rows, want.combine)
+                for row, v in zip(rows, vectors.cpu().numpy()):
                     out[chunk[row]] = v
-        return [v for v in out if v is not None]  # every row was filled
+        return out  # every item was filled
+
+
+def _floats(vectors: np.ndarray, encoding: str) -> list | str:
+    """A float32 array as JSON numbers, or as one base64 string of little-endian float32, row-major."""
+    if encoding == "base64":
+        return base64.b64encode(vectors.astype("<f4").tobytes()).decode("ascii")
+    return vectors.tolist()
+
+
+def _token_result(record: TokenVectors, encoding: str) -> dict:
+    vectors = record.vectors
+    return {
+        "tokens": record.tokens,
+        "spans": [list(s) for s in record.spans],
+        "vectors": _floats(vectors, encoding),
+        "shape": list(vectors.shape),
+    }
 
 
 class PredictEngine:
@@ -188,7 +242,8 @@ class PredictEngine:
 
 
 USAGE = {
-    "/encode": '{"texts": ["a sentence", ...], "pooling": "mean", "normalize": true, "encoding": "float"}',
+    "/encode": '{"texts": ["a sentence", ...], "pooling": "mean", "normalize": true, "encoding": "float"} '
+    '(token vectors: "pooling": "none", "words": true; several layers: "layer": [-2, -1])',
     "/v1/embeddings": '{"input": ["a sentence", ...], "model": "NAME", "encoding_format": "float"}',
     "/embed": '{"inputs": ["a sentence", ...], "normalize": true, "truncate": false}',
     "/similarity": '{"pairs": [["a", "b"], ...]} or {"query": "q", "texts": ["a", ...]}',
@@ -394,36 +449,61 @@ def create_app(
             if not job.done():  # the handler itself was cancelled
                 job.cancel()
 
-    def encode_items(texts, pooling, layer, normalize):
+    def encode_items(texts, pooling, layer, normalize, layer_combine=None, words=False, specials=False):
         if engine is None:
             raise ApiError(404, "no encoder is loaded: start the server with --model DIR")
         defaults = getattr(engine, "defaults", {"pooling": "cls", "layer": -1, "normalize": False})
-        layer = defaults["layer"] if layer is None else layer
+        layers = as_layers(defaults["layer"] if layer is None else layer)
+        if not layers:
+            raise ApiError(422, "`layer` is an empty list: send a layer, or several, e.g. [-4, -3, -2, -1]")
         n = getattr(engine, "num_layers", None)
-        if n is not None and not -(n + 1) <= layer <= n:
-            raise ApiError(422, f"layer {layer} does not exist: send 0 (embeddings) to {n}, or -1 to -{n + 1}")
-        if getattr(engine, "last_layer_only", False) and layer not in (-1, n):
+        for one in layers:
+            if n is not None and not -(n + 1) <= one <= n:
+                raise ApiError(422, f"layer {one} does not exist: send 0 (embeddings) to {n}, or -1 to -{n + 1}")
+        if n is not None:
+            layers = tuple(-1 if one == n else one for one in layers)  # the top layer is the model's output
+        if getattr(engine, "last_layer_only", False) and layers != (-1,):
             raise ApiError(
                 422,
                 f"layer {layer}: this server runs an ONNX graph that returns the last layer "
                 "only; send layer -1 (or start the server with --backend torch)",
             )
-        if pooling == "pooler" and (layer != -1 or not getattr(engine, "has_pooler", True)):
+        combine = layer_combine or defaults.get("layer_combine", "concat")
+        pooling = pooling or defaults["pooling"]
+        if pooling == "none" and normalize:
+            raise ApiError(422, 'token vectors are the raw hidden states: leave out `normalize` with pooling "none"')
+        if pooling == "none" and words and specials:
+            raise ApiError(422, "`words` are the text's own, without [CLS] and [SEP]: leave out `specials`")
+        if pooling != "none" and (words or specials):
+            raise ApiError(422, '`words` and `specials` are for token vectors: send them with "pooling": "none"')
+        if pooling == "pooler" and (layers != (-1,) or not getattr(engine, "has_pooler", True)):
             raise ApiError(
                 422, 'pooling "pooler" needs the model\'s pooler and layer -1; send "cls", "mean" or "max", or layer -1'
             )
-        opts = (pooling or defaults["pooling"], layer, defaults["normalize"] if normalize is None else normalize)
-        return [(t, *opts) for t in texts]
+        dense_width = getattr(engine, "dense_width", None)
+        if pooling != "none" and dense_width is not None and combine == "concat" and len(layers) > 1:
+            raise ApiError(
+                422,
+                f"this model's Dense projection reads {dense_width}-wide vectors: send "
+                '"layer_combine": "mean" with several layers, or one layer',
+            )
+        if pooling == "none":
+            normalize = False
+        want = Want(
+            pooling, layers, combine, defaults["normalize"] if normalize is None else normalize, words, specials
+        )
+        return [(t, want) for t in texts]
 
-    @app.post("/encode", response_model=EncodeResponse, responses=ERRORS)
+    @app.post("/encode", response_model=EncodeResponse, responses=ERRORS, response_model_exclude_none=True)
     async def encode(body: EncodeRequest, request: Request):
         _check_texts(body.texts, limits)
-        items = encode_items(body.texts, body.pooling, body.layer, body.normalize)
-        vectors = np.stack(await run("encode", items, request))
-        if body.encoding == "base64":
-            data = base64.b64encode(vectors.astype("<f4").tobytes()).decode("ascii")
-            return {"vectors": data, "shape": list(vectors.shape), "dtype": "float32"}
-        return {"vectors": vectors.tolist(), "shape": list(vectors.shape), "dtype": "float32"}
+        options = (body.layer_combine, body.words, body.specials)
+        items = encode_items(body.texts, body.pooling, body.layer, body.normalize, *options)
+        results = await run("encode", items, request)
+        if items[0][1].pooling == "none":
+            return {"results": [_token_result(r, body.encoding) for r in results], "dtype": "float32"}
+        vectors = np.stack(results)
+        return {"vectors": _floats(vectors, body.encoding), "shape": list(vectors.shape), "dtype": "float32"}
 
     async def embed(
         texts: list[str],
