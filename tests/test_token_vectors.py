@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import unicodedata
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 import transformers
 from fastapi.testclient import TestClient
 from helpers import tiny_config
+from safetensors.torch import save_file
 from test_serve_http import serving
 
 from bertkit.checkpoint import save_model
@@ -159,6 +161,48 @@ def test_bad_layers(minilm_dir):
         Encoder(minilm_dir, pooling="pooler", layer=[-2, -1])
     with pytest.raises(BertkitError, match="--long 'split': use one of cut, window"):
         Encoder(minilm_dir, long="split")
+
+
+@pytest.fixture(scope="module")
+def dense_dir(tiny_dir, tmp_path_factory):
+    """The tiny BERT with a sentence-transformers pipeline: mean pooling, then Dense 32 -> 8 (tanh)."""
+    d = tmp_path_factory.mktemp("dense")
+    shutil.copytree(tiny_dir, d, dirs_exist_ok=True)
+    kinds = [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Dense", "Dense")]
+    modules = [
+        {"idx": i, "name": str(i), "path": p, "type": f"sentence_transformers.models.{k}"}
+        for i, (p, k) in enumerate(kinds)
+    ]
+    (d / "modules.json").write_text(json.dumps(modules))
+    (d / "1_Pooling").mkdir()
+    (d / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "mean"}))
+    (d / "2_Dense").mkdir()
+    (d / "2_Dense" / "config.json").write_text(json.dumps({"in_features": 32, "out_features": 8, "bias": True}))
+    torch.manual_seed(1)
+    weights = {"linear.weight": torch.randn(8, 32), "linear.bias": torch.randn(8)}
+    save_file(weights, d / "2_Dense" / "model.safetensors")
+    return d
+
+
+def test_a_dense_projection_applies_to_sentence_vectors_only(dense_dir):
+    mean = Encoder(dense_dir, layer=[-2, -1], layer_combine="mean", normalize=False)
+    assert mean.dim == 8 and mean.token_dim == 32
+    plain = Encoder(dense_dir, normalize=False)
+    pooled = [r.vectors.mean(0) for r in plain.encode_tokens(TEXTS[:2], specials=True)]  # mean over every token
+    with torch.no_grad():
+        expected = plain.dense(torch.tensor(np.stack(pooled))).numpy()
+    assert np.abs(plain.encode(TEXTS[:2]) - expected).max() <= 1e-5
+    assert mean.encode(TEXTS[:2]).shape == (2, 8)
+    assert mean.encode_tokens(TEXTS[:1])[0].vectors.shape[1] == 32  # raw hidden states, no projection
+    concat = Encoder(dense_dir, layer=[-2, -1])
+    assert concat.encode_tokens(TEXTS[:1])[0].vectors.shape[1] == 64
+    with pytest.raises(BertkitError, match="Dense projection reads 32-wide vectors.*use --layer-combine mean"):
+        concat.encode(TEXTS[:1])
+    with TestClient(create_app(plain, {})) as client:
+        r = client.post("/encode", json={"texts": ["a"], "layer": [-2, -1]})
+        assert r.status_code == 422 and '"layer_combine": "mean"' in r.json()["error"]
+        r = client.post("/encode", json={"texts": ["a"], "layer": [-2, -1], "layer_combine": "mean"})
+        assert r.status_code == 200 and r.json()["shape"] == [1, 8]
 
 
 # ---- long documents ---------------------------------------------------------------------------------
