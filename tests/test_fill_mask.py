@@ -110,3 +110,34 @@ def test_errors_say_how_to_fix(en_pretrained, tiny_dir, tmp_path, capsys):
     src.write_text("only one sentence\n")
     assert cli(["predict", "--task", "nsp", "--model", str(en_pretrained), "--input", str(src), "--output", out]) == 2
     assert "line 1: no `text_b`" in capsys.readouterr().err
+
+
+def test_evaluate_scores_the_pretraining_heads(en_pretrained, tmp_path, capsys):
+    """evaluate --task fill-mask / nsp: accuracy of the model's own heads, as transformers predicts."""
+    hf_mlm = transformers.BertForMaskedLM.from_pretrained(en_pretrained).eval()
+    hf_nsp = transformers.BertForNextSentencePrediction.from_pretrained(en_pretrained).eval()
+    tok = transformers.BertTokenizerFast.from_pretrained(en_pretrained)
+    texts = ["paris is the [MASK] of france.", "the cat sat on the [MASK].", "he [MASK] home late."]
+    golds = ["capital", "mat", "came"]
+    hits = []
+    for text, gold in zip(texts, golds):
+        enc = tok(text, return_tensors="pt")
+        with torch.no_grad():
+            logits = hf_mlm(**enc).logits[0]
+        position = int((enc["input_ids"][0] == tok.mask_token_id).nonzero()[0])
+        hits.append(int(logits[position].argmax()) == tok.convert_tokens_to_ids(gold))
+    data = tmp_path / "mlm.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": g}) + "\n" for t, g in zip(texts, golds)))
+    assert cli(["evaluate", "--task", "fill-mask", "--model", str(en_pretrained), "--data", str(data)]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(sum(hits) / len(hits))
+
+    pairs = [("the cat sat down.", "it was tired.", "is_next"), ("stocks fell.", "penguins swim.", "not_next")]
+    data = tmp_path / "nsp.jsonl"
+    data.write_text("".join(json.dumps({"text": a, "text_b": b, "label": y}) + "\n" for a, b, y in pairs))
+    right = []
+    for a, b, y in pairs:
+        with torch.no_grad():
+            first = int(hf_nsp(**tok(a, b, return_tensors="pt")).logits[0].argmax())
+        right.append(("is_next", "not_next")[first] == y)
+    assert cli(["evaluate", "--task", "nsp", "--model", str(en_pretrained), "--data", str(data)]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(sum(right) / len(right))

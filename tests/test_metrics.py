@@ -363,3 +363,23 @@ def test_plot_confusion_matrix_writes_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(BertkitError, match="shape"):
         metrics.plot_confusion_matrix(matrix, ["a", "b"], tmp_path / "bad.png")
+
+
+def test_generation_metrics_bleu_as_sacrebleu_and_rouge_l_by_hand():
+    sacrebleu = pytest.importorskip("sacrebleu")
+    from bertkit.generation_metrics import _Words, generation_report
+
+    generated = ["the cat on the mat", "a dog barks loudly at night"]
+    references = ["the cat sat on the mat", "the dog barks loudly at night"]
+    report = generation_report(generated, references)
+    assert report["bleu"] == pytest.approx(sacrebleu.corpus_bleu(generated, [references]).score)
+    # LCS 5 of 5 generated and 6 reference words; 5 of 6 and 6
+    f = [2 * 1.0 * (5 / 6) / (1.0 + 5 / 6), 2 * (5 / 6) * (5 / 6) / (5 / 6 + 5 / 6)]
+    assert report["rouge_l"] == pytest.approx(100 * sum(f) / 2)
+    # Chinese: each character a word (rouge-score's own tokenizer would drop them all)
+    assert _Words().tokenize("北京是中国的首都, Café 2") == [*"北京是中国的首都", "café", "2"]
+    zh = generation_report(["北京是首都"], ["北京是中国的首都"])
+    assert zh["rouge_l"] == pytest.approx(100 * 2 * (5 / 8) / (1 + 5 / 8))
+    assert zh["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(["北京是首都"], [["北京是中国的首都"]], tokenize="zh").score
+    )

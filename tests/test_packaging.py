@@ -36,6 +36,7 @@ EXTRA_OF = {
     "bertkit.cli.export": "onnx",
     "bertkit.train.board": "track",  # tensorboard, for --train.tensorboard
     "bertkit.search.ann": "search",  # faiss, for approximate search
+    "bertkit.generation_metrics": "generate",  # sacrebleu, rouge-score: BLEU and ROUGE-L
 }
 # Parts of a package that need another distribution than the package's own (torch does not install
 # tensorboard); an import of one of them needs that distribution.

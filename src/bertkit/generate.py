@@ -124,11 +124,13 @@ def ban_repeats(logits: torch.Tensor, rows: list[list[int]], n: int) -> torch.Te
 
 
 @torch.no_grad()
-def greedy(decoder: Decoder, source: list[int], opts: GenerateOptions) -> Generated:
+def one_at_a_time(decoder: Decoder, source: list[int], opts: GenerateOptions, choose) -> Generated:
+    """Greedy and sampling: one target, each next token picked by `choose(logits [V]) -> id` until
+    [SEP] or max_new_tokens."""
     logits, cache = decoder.start(source)
     tokens: list[int] = []
     while True:
-        token = int(ban_repeats(logits, [tokens], opts.no_repeat_ngram)[0].argmax())
+        token = choose(ban_repeats(logits, [tokens], opts.no_repeat_ngram)[0])
         if token == decoder.sep_id:
             return Generated(tokens, "sep")
         tokens.append(token)
@@ -137,13 +139,15 @@ def greedy(decoder: Decoder, source: list[int], opts: GenerateOptions) -> Genera
         logits, cache = decoder.step(torch.tensor([token], device=decoder.device), cache)
 
 
-@torch.no_grad()
+def greedy(decoder: Decoder, source: list[int], opts: GenerateOptions) -> Generated:
+    return one_at_a_time(decoder, source, opts, lambda logits: int(logits.argmax()))
+
+
 def sample(decoder: Decoder, source: list[int], opts: GenerateOptions) -> Generated:
     generator = torch.Generator(device=decoder.device).manual_seed(opts.seed)
-    logits, cache = decoder.start(source)
-    tokens: list[int] = []
-    while True:
-        logits = ban_repeats(logits, [tokens], opts.no_repeat_ngram)[0] / opts.temperature  # [V]
+
+    def choose(logits: torch.Tensor) -> int:
+        logits = logits / opts.temperature
         if opts.top_k:
             kth = logits.topk(min(opts.top_k, logits.shape[0])).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -152,13 +156,9 @@ def sample(decoder: Decoder, source: list[int], opts: GenerateOptions) -> Genera
             # keep a token when the tokens more likely than it hold less than top_p (the first always)
             drop = probs.cumsum(-1) - probs >= opts.top_p
             logits = logits.index_fill(0, order[drop], float("-inf"))
-        token = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
-        if token == decoder.sep_id:
-            return Generated(tokens, "sep")
-        tokens.append(token)
-        if len(tokens) == opts.max_new_tokens:
-            return Generated(tokens, "length")
-        logits, cache = decoder.step(torch.tensor([token], device=decoder.device), cache)
+        return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+
+    return one_at_a_time(decoder, source, opts, choose)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ JSON. Definitions follow the references the field compares against:
   formed (conlleval.pl and seqeval's default mode also accept one that opens with `I-`).
 - SQuAD: EM and F1 exactly as the official evaluate-v1.1.py, plus evaluate-v2.0.py's rule for
   unanswerable questions.
+- generation: BLEU-4 and ROUGE-L, in `bertkit.generation_metrics` (they need the `generate` extra).
 """
 
 from __future__ import annotations

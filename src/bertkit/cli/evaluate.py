@@ -16,6 +16,12 @@ from bertkit.outputs import atomic_write_text, check_output_file
 @dataclass
 class EvaluateConfig:
     model: str = required("fine-tuned model directory (written by bertkit finetune)")
+    task: str | None = option(
+        None,
+        "fill-mask or nsp: score a pretrained model's own heads (a directory written by bertkit pretrain) on "
+        "labelled data (fill-mask: `text` with [MASK] and `label`, the masked tokens; nsp: `text`, `text_b`, "
+        "`label` is_next or not_next)",
+    )
     data: str = required("labelled data: a file or a fetched name such as mr:test")
     output: str | None = option(None, "where to write the metrics as JSON (default: MODEL/eval-DATA.json)")
     batch_size: int = option(64, "examples per forward pass", at_least=1)
@@ -37,7 +43,7 @@ def main(argv: list[str]) -> int:
         out = check_output_file(cfg.output, [resolve_data(cfg.data, "dev")], cfg.overwrite)
     elif Path(cfg.model).is_dir():  # a fetched name: do not write into the cache
         out = check_output_file(Path(cfg.model) / f"eval-{_stem(cfg.data)}.json", overwrite=True)
-    metrics = evaluate_file(load_task(cfg.model, cfg.backend, cfg.device), cfg.data, cfg.batch_size)
+    metrics = evaluate_file(load_task(cfg.model, cfg.backend, cfg.device, cfg.task), cfg.data, cfg.batch_size)
     text = json.dumps(metrics, indent=2)
     print(text)
     if out is None:

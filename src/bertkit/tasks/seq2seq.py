@@ -12,7 +12,8 @@ token is trained in every step, and decoding (`bertkit.generate`) runs exactly a
 position a step over the cached source and earlier target.
 
 Dev metrics come from generating every dev target (greedy, or beam search with `num_beams`):
-`exact_match` (the main metric), teacher-forced `token_accuracy` and `loss`.
+`exact_match` (the main metric), BLEU-4 and ROUGE-L (with the `generate` extra, see
+`bertkit.generation_metrics`), teacher-forced `token_accuracy` and `loss`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bertkit.data.collate import IGNORE
 from bertkit.data.readers import read_lines, read_records
 from bertkit.errors import BertkitError
 from bertkit.generate import Decoder, GenerateOptions, detokenize, generate_ids
+from bertkit.generation_metrics import generation_report
 from bertkit.model import BertForMaskedLM, seq2seq_mask
 from bertkit.tasks import Example, Feature, Task
 
@@ -181,6 +183,7 @@ class Seq2SeqTask(Task):
         loss = sum(p["loss"] for p in predictions) / max(count, 1)
         return {
             "exact_match": sum(p["generated"] == r for p, r in zip(predictions, references)) / len(examples),
+            **generation_report([p["generated"] for p in predictions], references),
             "token_accuracy": sum(p["hits"] for p in predictions) / max(count, 1),
             "loss": loss,
             "perplexity": math.exp(min(loss, 50.0)),
