@@ -14,7 +14,8 @@ import torch
 from bertkit.cli.main import main as cli
 from bertkit.encode import Encoder
 from bertkit.errors import BertkitError
-from bertkit.tasks.embed import EmbedTask, retrieval_metrics, spearman
+from bertkit.metrics import spearman
+from bertkit.tasks.embed import EmbedTask, retrieval_metrics
 
 WORDS = "apple river castle violin tiger planet copper meadow harbor lantern falcon desert glacier".split()
 WORDS += "orchid canyon marble thunder willow saddle beacon crystal ember forest island jungle kettle".split()

@@ -36,6 +36,7 @@ from bertkit.data.collate import IGNORE
 from bertkit.data.readers import read_records
 from bertkit.encode.encoder import pool
 from bertkit.errors import BertkitError
+from bertkit.metrics import spearman
 from bertkit.model import BertConfig, BertModel
 from bertkit.tasks import Example, Feature, Task
 
@@ -285,21 +286,6 @@ class EmbedTask(Task):
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine of two [N, D] arrays."""
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rank correlation (ties get their average rank)."""
-
-    def ranks(v: np.ndarray) -> np.ndarray:
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        for value in np.unique(v[np.r_[np.diff(v[order]) == 0, False] | np.r_[False, np.diff(v[order]) == 0]]):
-            r[v == value] = r[v == value].mean()
-        return r
-
-    rx, ry = ranks(x), ranks(y)
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def retrieval_metrics(queries: np.ndarray, corpus: np.ndarray, gold: list[int]) -> dict[str, float]:

@@ -340,6 +340,7 @@ class Trainer:
     def _evaluate_main(self, pos, dev_features, dev_examples) -> bool:
         if not dev_features:
             return False
+        start = time.perf_counter()
         with autocast(self.cfg.precision, self.device):
             metrics = evaluate(
                 self.model,
@@ -356,7 +357,8 @@ class Trainer:
         score = metrics[self.task.main_metric]
         self._log({"step": pos.step, "epoch": pos.epoch + 1, "dev": metrics})
         shown = [k for k, v in metrics.items() if isinstance(v, float)][:6]  # per-type NER keys go to the file
-        log.info("step %d: dev %s", pos.step, ", ".join(f"{k} {metrics[k]:.4f}" for k in shown))
+        seconds = time.perf_counter() - start
+        log.info("step %d: dev %s (%.1f s)", pos.step, ", ".join(f"{k} {metrics[k]:.4f}" for k in shown), seconds)
         if pos.best is None or score > pos.best:
             pos.best, pos.best_metrics, pos.bad_evals = score, metrics, 0
             self.save_best(self.model, metrics)
