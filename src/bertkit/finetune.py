@@ -20,11 +20,12 @@ from bertkit import sentence_files
 from bertkit.checkpoint import atomic_write_text, load_config, load_weights, read_state_dict, save_model
 from bertkit.config import option, required
 from bertkit.config import save as save_config
+from bertkit.data.benchmarks import Layout, choose_layout, data_hash, locate
 from bertkit.errors import BertkitError
-from bertkit.fetch import resolve_data, resolve_model
+from bertkit.fetch import resolve_model
 from bertkit.inference import load, run_examples
 from bertkit.model import BertConfig
-from bertkit.outputs import check_output_dir, clear_dir, content_hash, open_run
+from bertkit.outputs import check_output_dir, clear_dir, open_run
 from bertkit.tasks import Task, get_task
 from bertkit.tasks.multitask import MultiTask
 from bertkit.tokenizer import BertTokenizer
@@ -71,6 +72,14 @@ class FinetuneConfig:
     head: str = option(
         "softmax", "ner: softmax, or crf (decodes only valid BIO/BIOES sequences)", choices=("softmax", "crf")
     )
+    format: str | None = option(
+        None,
+        "classify, regression: read the data as downloaded, e.g. glue:mrpc, clue:tnews, lcqmc, imdb "
+        "(default: text/text_b/label records; a task's official folder as --train picks its preset)",
+    )
+    text_field: str | None = option(None, "classify, regression: the column or field that holds the text")
+    text_b_field: str | None = option(None, "classify, regression: the column or field of the second text")
+    label_field: str | None = option(None, "classify, regression: the column or field that holds the label")
     qa: QAOptions = field(default_factory=QAOptions)
     tasks: list[TaskSpec] = option([], "multitask: the tasks, each with name, task, train, dev (and head)")
     sampling: str = option(
@@ -114,7 +123,26 @@ class FinetuneConfig:
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
 
 
+def data_layout(cfg: FinetuneConfig) -> Layout | None:
+    """How the run's data files are read: `--format` and the field options (`bertkit.data.benchmarks`)."""
+    layout = choose_layout(cfg.format, cfg.text_field, cfg.text_b_field, cfg.label_field, cfg.train.data)
+    if layout is None or layout.task == cfg.task:
+        return layout
+    if layout.name != "fields":
+        raise BertkitError(
+            f"--format {layout.name} is data for --task {layout.task}, not {cfg.task}; pass --task {layout.task}"
+        )
+    if cfg.task not in ("classify", "regression"):
+        raise BertkitError(
+            f"--text-field, --text-b-field and --label-field name the columns of classify and regression "
+            f"data; --task {cfg.task} reads its own format (docs/data-formats.md)"
+        )
+    return layout
+
+
 def _task_options(name: str, cfg: FinetuneConfig, head: str) -> dict:
+    if name in ("classify", "regression"):
+        return {"layout": data_layout(cfg) if name == cfg.task else None}
     if name == "ner":
         return {"head": head}
     if name == "qa":
@@ -137,9 +165,10 @@ def embed_pooling(model_dir: Path) -> str:
     return pooling
 
 
-def read_data(task, train: str, dev: str, limit: int | None = None, seed: int = 0):
-    """(train, dev) examples, read and validated: every data problem is reported here, before any training."""
-    train_path, dev_path = resolve_data(train, "train"), resolve_data(dev, "dev")
+def read_data(task, train: str, dev: str, limit: int | None = None, seed: int = 0, layout: Layout | None = None):
+    """(train, dev) examples, read and validated: every data problem is reported here, before any training.
+    With a `layout`, a task's folder stands for its train and dev files."""
+    train_path, dev_path = locate(train, "train", layout), locate(dev, "dev", layout)
     train_examples, dev_examples = task.read(str(train_path)), task.read(str(dev_path))
     if limit is not None and limit < len(train_examples):
         log.info(
@@ -162,6 +191,7 @@ def _build_task(cfg: FinetuneConfig) -> tuple[Task, list[tuple[str, Task, str, s
     if cfg.task != "multitask":
         if cfg.train.data is None or cfg.dev is None:
             raise BertkitError("pass --train FILE and --dev FILE (files or fetched names such as mr:train)")
+        data_layout(cfg)  # refuses a --format the task does not read
         task = get_task(cfg.task, **_task_options(cfg.task, cfg, cfg.head))
         return task, [("", task, cfg.train.data, cfg.dev)]
     if not cfg.tasks:
@@ -191,9 +221,10 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
     if cfg.max_length is None:
         cfg = dataclasses.replace(cfg, max_length=task.default_max_length)
     assert cfg.max_length is not None
+    layout = data_layout(cfg) if cfg.task != "multitask" else None
     data_paths = {
-        "train": [resolve_data(p[2], "train") for p in parts],
-        "dev": [resolve_data(p[3], "dev") for p in parts],
+        "train": [locate(p[2], "train", layout) for p in parts],
+        "dev": [locate(p[3], "dev", layout) for p in parts],
     }
     check_output_dir(out, [model_dir, *data_paths["train"], *data_paths["dev"]], cfg.overwrite, cfg.resume)
     tokenizer = BertTokenizer.from_dir(model_dir)
@@ -219,7 +250,7 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         )
     train_examples, dev_examples, dev_parts = [], [], {}
     for name, part, train, dev in parts:
-        tr, dv = read_data(part, train, dev, cfg.train_examples, cfg.train.seed)
+        tr, dv = read_data(part, train, dev, cfg.train_examples, cfg.train.seed, layout)
         train_examples += task.tag(name, tr)
         dev_examples += task.tag(name, dv)
         dev_parts[name] = dv
@@ -247,7 +278,7 @@ def _finetune(cfg: FinetuneConfig, info: distributed.Dist) -> dict:
         "max_length": cfg.max_length,
         "train_examples": cfg.train_examples,
         "seed": cfg.train.seed,
-        **{split: [content_hash(p) for p in paths] for split, paths in data_paths.items()},
+        **{split: [data_hash(p) for p in paths] for split, paths in data_paths.items()},
     }
     open_run(out, job, cfg.overwrite, cfg.resume, info.is_main)
     if info.is_main:

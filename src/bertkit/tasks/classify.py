@@ -1,6 +1,7 @@
 """Sentence and sentence-pair classification (`classify`) and regression (`regression`).
 
-Data: TSV/CSV/JSONL records with `text`, optional `text_b`, and `label`. The head is a linear layer
+Data: TSV/CSV/JSONL records with `text`, optional `text_b`, and `label`, or any file a `Layout` reads
+(`bertkit.data.benchmarks`: GLUE, CLUE, LCQMC and IMDB as downloaded, or a field mapping). The head is a linear layer
 on the pooled [CLS] vector. A text longer than `max_length` is split into overlapping windows; each
 window is trained with the example's label and at prediction time the windows' logits are averaged.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bertkit.data.benchmarks import Layout, read_layout
 from bertkit.data.readers import read_lines, read_records
 from bertkit.errors import BertkitError
 from bertkit.metrics import classification_report, confusion_matrix, plot_confusion_matrix, regression_report
@@ -23,10 +25,15 @@ from bertkit.tasks import Task, build_input, windows
 log = logging.getLogger("bertkit")
 
 
-def read_examples(path: str, numeric: bool) -> list[dict]:
+def _records(path: str, layout: Layout | None, labelled: bool) -> list[tuple[int, dict]]:
+    """(line number, record): the file as it is, or through `layout` (which renames its columns)."""
+    return list(read_records(path)) if layout is None else read_layout(path, layout, labelled)[0]
+
+
+def read_examples(path: str, numeric: bool, layout: Layout | None = None) -> list[dict]:
     """Records with `text`, optional `text_b`, `label`; every problem names the file and line."""
     examples = []
-    for number, record in read_records(path):
+    for number, record in _records(path, layout, labelled=True):
         for key in ("text", "label"):
             if key not in record or record[key] is None or str(record[key]).strip() == "":
                 raise BertkitError(
@@ -64,12 +71,13 @@ def read_examples(path: str, numeric: bool) -> list[dict]:
     return examples
 
 
-def read_unlabelled(path: str) -> list[dict]:
-    """Records with `text` (and optional `text_b`) from TSV/CSV/JSONL; a .txt file is one text a line."""
-    if Path(path).suffix == ".txt":
+def read_unlabelled(path: str, layout: Layout | None = None) -> list[dict]:
+    """Records with `text` (and optional `text_b`) from TSV/CSV/JSONL; a .txt file is one text a line.
+    An `id` (a benchmark's test files) is kept, and written with the prediction."""
+    if Path(path).suffix == ".txt" and layout is None:
         rows = [(n, {"text": line}) for n, line in read_lines(path) if line.strip()]
     else:
-        rows = list(read_records(path))
+        rows = _records(path, layout, labelled=False)
     examples = []
     for number, record in rows:
         if not str(record.get("text") or "").strip():
@@ -80,6 +88,7 @@ def read_unlabelled(path: str) -> list[dict]:
         text_b = record.get("text_b")
         examples.append(
             {
+                **({"id": record["id"]} if record.get("id") is not None and layout is not None else {}),
                 "text": str(record["text"]),
                 "text_b": None if text_b in (None, "") else str(text_b),
                 "label": None,
@@ -97,20 +106,22 @@ class ClassifyTask(Task):
     main_metric = "accuracy"
     numeric = False
 
-    def __init__(self, labels: list[str] | None = None):
+    def __init__(self, labels: list[str] | None = None, layout: Layout | None = None):
         self.labels = labels
         self.windowed = 0
+        # How data files are read (not saved in task.json: the model does not depend on it).
+        self.layout = layout
 
     @property
     def num_outputs(self) -> int:
         return len(self.label_set)
 
     def read(self, path: str) -> list[dict]:
-        return read_examples(path, self.numeric)
+        return read_examples(path, self.numeric, self.layout)
 
     def read_inputs(self, path: str) -> list[dict]:
         """Texts to label: TSV/CSV/JSONL with `text` (and `text_b` for pairs), or one text a line."""
-        return read_unlabelled(path)
+        return read_unlabelled(path, self.layout)
 
     def fit(self, train: list[dict]) -> None:
         if self.labels is None:
@@ -220,8 +231,8 @@ class RegressionTask(ClassifyTask):
     main_metric = "pearson"
     numeric = True
 
-    def __init__(self, labels=None):
-        super().__init__(labels=["score"])
+    def __init__(self, labels=None, layout: Layout | None = None):
+        super().__init__(labels=["score"], layout=layout)
 
     @property
     def num_outputs(self) -> int:
