@@ -47,6 +47,7 @@ BASE = {
     "encode": ["--model", "MISSING", "--input", "MISSING/in.txt", "--output", "MISSING/out.npy"],
     "serve": ["--model", "MISSING"],
     "export": ["--model", "MISSING", "--output", "MISSING/out"],
+    "benchmark": ["--data-dir", "MISSING", "--model", "MISSING", "--output", "MISSING/out"],
 }
 
 # verb, option, value given, value as the error shows it, allowed range
@@ -141,6 +142,10 @@ BAD_VALUES += [
     ("pretrain", "config-overrides.type-vocab-size", "0", "0", ">= 1"),
     ("pretrain", "config-overrides.initializer-range", "-1", "-1.0", "> 0"),
     ("export", "max-drop", "nan", "nan", ">= -100 and <= 100"),
+    ("benchmark", "seeds", "1,-1", "-1", ">= 0 and <= 4294967295"),
+    ("benchmark", "budget", "0", "0.0", "> 0 and <= 1"),
+    ("benchmark", "budget", "1.5", "1.5", "> 0 and <= 1"),
+    ("benchmark", "budget", "nan", "nan", "> 0 and <= 1"),
 ]
 
 

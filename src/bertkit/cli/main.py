@@ -16,6 +16,7 @@ VERBS = {
     "finetune": "fine-tune for classify, regression, ner, qa or multitask",
     "distill": "train a compact student on a fine-tuned teacher's outputs (and labels, and unlabelled text)",
     "evaluate": "score a fine-tuned model on labelled data",
+    "benchmark": "GLUE or CLUE as downloaded: fine-tune every task, a leaderboard row per model, submission files",
     "predict": "run a fine-tuned model over inputs (JSONL out)",
     "generate": "a sequence-to-sequence model (finetune --task seq2seq) writes a target per source",
     "encode": "sentence vectors for a file of texts (.npy)",
