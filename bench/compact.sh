@@ -98,7 +98,7 @@ for size in $EMBED_SIZES; do
   if [ ! -f "$run/metrics.json" ]; then
     echo "== embedding student: $size from ${start/#$OUT\//}"
     "$BERTKIT" distill --task embed --teacher minilm --student "$start" --unlabeled corpus-en,mr:train \
-      --unlabeled-examples 16000 --dev mr:dev --max-length 128 --output "$run" --overwrite \
+      --unlabeled-examples 10000 --dev mr:dev --max-length 128 --output "$run" --overwrite \
       --train.epochs "$EPOCHS" --train.lr "$LR" --teacher-cache "$OUT/teacher-vectors" > "$run.log" 2>&1
   fi
 done
