@@ -30,9 +30,9 @@ class _Words:
 def generation_report(generated: list[str], references: list[str]) -> dict:
     """{"bleu": corpus BLEU-4, "rouge_l": mean ROUGE-L F1}, both 0-100; {} (with a note in the log)
     without the `generate` extra."""
-    try:  # optional: pip install 'bertkit[generate]'
-        import sacrebleu
-        from rouge_score import rouge_scorer
+    try:
+        import sacrebleu  # optional, the `generate` extra: pip install 'bertkit[generate]'
+        from rouge_score import rouge_scorer  # the same extra
     except ImportError:
         log.info("BLEU and ROUGE-L need sacrebleu and rouge-score: pip install 'bertkit[generate]'")
         return {}
