@@ -168,3 +168,20 @@ def test_bad_embedding_data_is_reported_with_its_line(tmp_path):
     (tmp_path / "score.tsv").write_text("text\ttext_b\tscore\na\tb\thigh\n")
     with pytest.raises(BertkitError, match=r"line 2: score 'high' is not a finite number"):
         EmbedTask().read(str(tmp_path / "score.tsv"))
+
+
+def test_rows_without_an_anchor_join_the_dev_corpus(tiny_dir, tmp_path):
+    """Dev rows with an empty anchor only add to the retrieval corpus, whole evaluation batches of them
+    included; the dev metrics rank each anchor's positive among every dev text, as computed here."""
+    _pairs(tmp_path / "train.tsv", n=8)
+    rows = (tmp_path / "train.tsv").read_text().splitlines()
+    extra = [f"\tan unrelated line number {i} about {WORDS[i % len(WORDS)]}" for i in range(40)]
+    (tmp_path / "dev.tsv").write_text("\n".join(rows + extra) + "\n")
+    out = tmp_path / "out"
+    args = ["--train.max-steps=1", "--train.eval-batch-size=8", "--train.lr=1e-4"]
+    assert _finetune(tiny_dir, tmp_path / "train.tsv", tmp_path / "dev.tsv", out, *args) == 0
+    encoder = Encoder(out, device="cpu")
+    pairs = [r.split("\t") for r in rows[1:]]
+    corpus = [p for _, p in pairs] + [e[1:] for e in extra]
+    expected = retrieval_metrics(encoder.encode([a for a, _ in pairs]), encoder.encode(corpus), list(range(len(pairs))))
+    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(expected, abs=1e-6)

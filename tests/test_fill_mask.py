@@ -141,3 +141,26 @@ def test_evaluate_scores_the_pretraining_heads(en_pretrained, tmp_path, capsys):
         right.append(("is_next", "not_next")[first] == y)
     assert cli(["evaluate", "--task", "nsp", "--model", str(en_pretrained), "--data", str(data)]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(sum(right) / len(right))
+
+
+def test_the_server_serves_the_pretraining_heads(en_pretrained, tmp_path, capsys):
+    """serve --task NAME=fill-mask:DIR / NAME=nsp:DIR: /predict/NAME answers as `bertkit predict --task`."""
+    from fastapi.testclient import TestClient
+
+    from bertkit.cli.serve import parse_tasks
+    from bertkit.encode.server import PredictEngine, create_app
+    from bertkit.inference import load_task
+
+    tasks = parse_tasks([f"fill=fill-mask:{en_pretrained}", f"next=nsp:{en_pretrained}", "plain=runs/mr"])
+    assert tasks["plain"] == ("runs/mr", None) and tasks["fill"] == (str(en_pretrained), "fill-mask")
+    engines = {n: PredictEngine(load_task(d, device="cpu", task=t)) for n, (d, t) in tasks.items() if t}
+    text = "paris is the [MASK] of france."
+    expected = predict(en_pretrained, "fill-mask", [text], tmp_path)[0]
+    with TestClient(create_app(None, engines)) as client:
+        answer = client.post("/predict/fill", json={"texts": [text]}).json()["predictions"][0]
+        assert answer["filled"] == expected["filled"]
+        assert answer["masks"][0]["predictions"][0]["id"] == expected["masks"][0]["predictions"][0]["id"]
+        pair = {"inputs": [{"text": "the cat sat down.", "text_b": "it was tired."}]}
+        assert client.post("/predict/next", json=pair).json()["predictions"][0]["label"] in ("is_next", "not_next")
+        assert client.post("/predict/next", json={"texts": ["one sentence"]}).status_code == 422
+    capsys.readouterr()

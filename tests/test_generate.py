@@ -229,6 +229,21 @@ def test_a_tiny_model_learns_to_copy_and_reverse(letters, tmp_path, capsys, reve
         assert [r["generated"] for r in rows] == [d["target"] for d in dev]
         assert {r["stopped"] for r in rows} == {"sep"}
     capsys.readouterr()
+    if not reverse:  # the server's /generate: the same targets, and requests checked like every endpoint's
+        from fastapi.testclient import TestClient
+
+        from bertkit.encode.server import PredictEngine, create_app
+        from bertkit.inference import load_task
+
+        with TestClient(create_app(None, {"copy": PredictEngine(load_task(run, device="cpu"))})) as client:
+            body = {"sources": [d["source"] for d in dev], "strategy": "beam", "num_beams": 3}
+            answer = client.post("/generate/copy", json=body)
+            assert answer.status_code == 200, answer.text
+            assert [g["generated"] for g in answer.json()["generated"]] == [d["target"] for d in dev]
+            missing = client.post("/generate/nope", json={"sources": ["a b"]})
+            assert missing.status_code == 404 and "seq2seq tasks: copy" in missing.json()["error"]
+            assert client.post("/generate/copy", json={"sources": ["a"], "num_beams": 0}).status_code == 422
+            assert client.post("/generate/copy", json={"sources": []}).status_code == 400
 
 
 def test_chinese_vocab_tiny_run(zh, zh_vocab_dir, tmp_path, capsys):

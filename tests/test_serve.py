@@ -302,7 +302,7 @@ def test_serve_cli_options():
         "--task",
         "a=x,b=y",
     ]
-    assert parse_tasks(["a=x", "b=y"]) == {"a": "x", "b": "y"}
+    assert parse_tasks(["a=x", "b=y", "c=nsp:z"]) == {"a": ("x", None), "b": ("y", None), "c": ("z", "nsp")}
     with pytest.raises(BertkitError, match="write NAME=DIR"):
         parse_tasks(["runs/mr"])
     assert cli(["serve"]) == 2  # nothing to serve: the error says to pass --model or --task

@@ -39,7 +39,11 @@ class ServeConfig:
         None,
         "a search index from `bertkit index build` with --model, for POST /search (its model must be --model)",
     )
-    task: list[str] = option([], "fine-tuned models as NAME=DIR (repeat --task, or comma-separate): POST /predict/NAME")
+    task: list[str] = option(
+        [],
+        "fine-tuned models as NAME=DIR (repeat --task, or comma-separate): POST /predict/NAME (and, for a "
+        "seq2seq model, POST /generate/NAME); NAME=fill-mask:DIR or NAME=nsp:DIR serves a pretrained model's heads",
+    )
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = option(8000, "port to listen on", at_least=0, at_most=65535)
     backend: str = option(
@@ -112,15 +116,26 @@ def _join_repeated(argv: list[str], flag: str) -> list[str]:
     return rest + ([flag, ",".join(values)] if values else [])
 
 
-def parse_tasks(specs: list[str]) -> dict[str, str]:
-    tasks: dict[str, str] = {}
+HEAD_TASKS = ("fill-mask", "nsp")  # a pretrained model's own heads: NAME=fill-mask:DIR
+
+
+def parse_tasks(specs: list[str]) -> dict[str, tuple[str, str | None]]:
+    """NAME=DIR (a fine-tuned directory) or NAME=fill-mask:DIR / NAME=nsp:DIR (a pretrained model's
+    heads) -> {name: (dir, task or None)}."""
+    tasks: dict[str, tuple[str, str | None]] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise BertkitError(f"--task {spec!r}: write NAME=DIR, e.g. --task sentiment=runs/mr")
+            raise BertkitError(
+                f"--task {spec!r}: write NAME=DIR, e.g. --task sentiment=runs/mr (or NAME=fill-mask:DIR, "
+                "NAME=nsp:DIR for a pretrained model's own heads)"
+            )
         if name in tasks:
-            raise BertkitError(f"--task {name} is given twice ({tasks[name]} and {path}); give each task its own name")
-        tasks[name] = path
+            raise BertkitError(
+                f"--task {name} is given twice ({tasks[name][0]} and {path}); give each task its own name"
+            )
+        head, colon, rest = path.partition(":")
+        tasks[name] = (rest, head) if colon and head in HEAD_TASKS and rest else (path, None)
     return tasks
 
 
@@ -163,8 +178,8 @@ def build_app(cfg: ServeConfig):
         else None
     )
     predictors = {
-        name: PredictEngine(load_task(path, cfg.backend, cfg.device), batch_size=cfg.batch_size)
-        for name, path in tasks.items()
+        name: PredictEngine(load_task(path, cfg.backend, cfg.device, head), batch_size=cfg.batch_size)
+        for name, (path, head) in tasks.items()
     }
     limits = Limits(
         max_batch=cfg.max_batch,

@@ -117,6 +117,29 @@ class PredictResponse(BaseModel):
     )
 
 
+class GenerateRequest(_Body):
+    sources: list[str] = Field(description="the source texts; one generated target each")
+    strategy: Literal["greedy", "beam", "sample"] = "greedy"
+    max_new_tokens: int = Field(64, ge=1, le=512, description="target tokens at most ([SEP] not counted)")
+    num_beams: int = Field(4, ge=1, le=16, description="beam: hypotheses kept each step")
+    length_penalty: float = Field(1.0, description="beam: a finished target scores log-prob / length^this")
+    no_repeat_ngram: int = Field(0, ge=0, description="never repeat an n-gram of this size (0: allowed)")
+    temperature: float = Field(1.0, gt=0, description="sample: divide the logits by this")
+    top_k: int = Field(0, ge=0, description="sample: draw from the k most likely tokens only (0: all)")
+    top_p: float = Field(1.0, gt=0, le=1, description="sample: draw from the fewest tokens holding this probability")
+    seed: int = Field(0, ge=0, description="sample: the random seed")
+
+
+class Generated(BaseModel):
+    generated: str
+    tokens: int = Field(description="target tokens, [SEP] not counted")
+    stopped: Literal["sep", "length"] = Field(description="sep: the model ended the target; length: max_new_tokens")
+
+
+class GenerateResponse(BaseModel):
+    generated: list[Generated]
+
+
 class SearchRequest(_Body):
     query: str | None = Field(None, description="one query")
     queries: list[str] | None = Field(None, description="several queries, one result each, in order")

@@ -49,6 +49,8 @@ from bertkit.encode.schemas import (
     EncodeResponse,
     EncoderInfo,
     ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
     HealthResponse,
     ModelCard,
     ModelList,
@@ -61,6 +63,7 @@ from bertkit.encode.schemas import (
     SimilarityResponse,
 )
 from bertkit.encode.tokens import TokenVectors
+from bertkit.generate import GenerateOptions, generate_texts
 from bertkit.inference import Loaded, run_examples, with_inputs
 from bertkit.onnx_model import OnnxModel
 from bertkit.search.index import MAX_K, Index, results
@@ -250,11 +253,12 @@ USAGE = {
     "/search": '{"query": "a text", "k": 10} or {"queries": ["a text", ...], "k": 10}',
     "/predict": '{"texts": ["a text", ...]} or {"inputs": [{"text": "a", "text_b": "b"}]} '
     '(qa: {"inputs": [{"question": "q", "context": "c"}]})',
+    "/generate": '{"sources": ["a text", ...], "strategy": "beam", "num_beams": 4, "max_new_tokens": 64}',
 }
 
 
 def _usage(path: str) -> str:
-    key = "/predict" if path.startswith("/predict") else path
+    key = next((k for k in ("/predict", "/generate") if path.startswith(k)), path)
     return USAGE.get(key, "")
 
 
@@ -676,6 +680,17 @@ def create_app(
                 if isinstance(value, str):
                     _check_unicode(value, f"inputs[{n}].{key}")
         return {"predictions": await run(f"predict/{task}", p.examples(inputs), request)}
+
+    @app.post("/generate/{task}", response_model=GenerateResponse, responses=ERRORS)
+    async def generate(task: str, body: GenerateRequest):
+        """Targets from a seq2seq model (`bertkit generate`'s strategies), one source at a time in a thread."""
+        p = predictors.get(task)
+        if p is None or p.task.name != "seq2seq":
+            seq2seq = ", ".join(n for n, q in predictors.items() if q.task.name == "seq2seq") or "none"
+            raise ApiError(404, f"no seq2seq task `{task}` is loaded; seq2seq tasks: {seq2seq}")
+        _check_texts(body.sources, limits, "sources")
+        opts = GenerateOptions(**body.model_dump(exclude={"sources"}))
+        return {"generated": await asyncio.to_thread(generate_texts, p.run, body.sources, opts)}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():

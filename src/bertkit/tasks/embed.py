@@ -227,7 +227,7 @@ class EmbedTask(Task):
         vectors = [model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])]
         for key in ("pos_ids", "neg_ids"):
             encoded = self._encode(model, batch[key]) if key in batch else None
-            vectors.append(encoded if encoded is not None else torch.zeros_like(vectors[0][:, :0]))
+            vectors.append(encoded if encoded is not None else torch.zeros_like(vectors[0]))  # none in this batch
         return [v.float().cpu() for v in vectors]
 
     def decode(self, outputs, features, examples):
