@@ -231,3 +231,43 @@ def test_finetune_refuses_a_preset_for_another_task():
     with pytest.raises(BertkitError, match="--text-field, --text-b-field and --label-field name the columns"):
         data_layout(cfg(task="qa", text_field="question"))
     assert data_layout(cfg(task="ner", format="clue:cluener")) == LAYOUTS["clue:cluener"]
+
+
+def test_evaluate_and_predict_read_a_preset(tiny_dir, tmp_path, capsys):
+    """--format on evaluate and predict: the dev file of a task's folder, the test file's rows kept in
+    order; a preset of another task is refused with what the model was trained for."""
+    import json
+
+    from bertkit.cli.main import main as cli
+
+    mrpc, out = GLUE / "MRPC", tmp_path / "mrpc"
+    args = ["finetune", "--task", "classify", "--model", str(tiny_dir), "--train", str(mrpc), "--dev", str(mrpc)]
+    assert cli([*args, "--output", str(out), "--train.max-steps=1", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert cli(["evaluate", "--model", str(out), "--data", str(mrpc), "--output", str(tmp_path / "e.json")]) == 0
+    by_folder = json.loads(capsys.readouterr().out)
+    dev = str(mrpc / "dev.tsv")
+    assert (
+        cli(
+            [
+                "evaluate",
+                "--model",
+                str(out),
+                "--data",
+                dev,
+                "--format",
+                "glue:mrpc",
+                "--output",
+                str(tmp_path / "f.json"),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out) == by_folder
+    test, preds = str(mrpc / "test.tsv"), tmp_path / "p.jsonl"
+    assert cli(["predict", "--model", str(out), "--input", test, "--format", "glue:mrpc", "--output", str(preds)]) == 0
+    rows = records(mrpc / "test.tsv", "glue:mrpc", labelled=False)[0]
+    assert len(preds.read_text().splitlines()) == len(rows)
+    capsys.readouterr()
+    assert cli(["evaluate", "--model", str(out), "--data", dev, "--format", "glue:sts-b"]) == 2
+    assert "data for task regression; this model was fine-tuned for classify" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertkit.config import option, parse_args, required
+from bertkit.data.benchmarks import data_in, read_through
 from bertkit.fetch import resolve_data
 from bertkit.inference import BACKENDS, evaluate_file, load_task
 from bertkit.outputs import atomic_write_text, check_output_file
@@ -24,6 +25,11 @@ class EvaluateConfig:
     )
     data: str = required("labelled data: a file or a fetched name such as mr:test")
     output: str | None = option(None, "where to write the metrics as JSON (default: MODEL/eval-DATA.json)")
+    format: str | None = option(
+        None,
+        "read the data as a benchmark ships it: glue:mrpc, clue:tnews, lcqmc, imdb, ... (a task's folder "
+        "picks its own; docs/data-formats.md)",
+    )
     batch_size: int = option(64, "examples per forward pass", at_least=1)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     backend: str = option(
@@ -38,12 +44,15 @@ class EvaluateConfig:
 
 def main(argv: list[str]) -> int:
     cfg = parse_args(EvaluateConfig, argv, prog="bertkit evaluate")
+    layout, data = data_in(cfg.format, cfg.data, "dev")
     out = None
     if cfg.output:
-        out = check_output_file(cfg.output, [resolve_data(cfg.data, "dev")], cfg.overwrite)
+        out = check_output_file(cfg.output, [resolve_data(data, "dev")], cfg.overwrite)
     elif Path(cfg.model).is_dir():  # a fetched name: do not write into the cache
         out = check_output_file(Path(cfg.model) / f"eval-{_stem(cfg.data)}.json", overwrite=True)
-    metrics = evaluate_file(load_task(cfg.model, cfg.backend, cfg.device, cfg.task), cfg.data, cfg.batch_size)
+    run = load_task(cfg.model, cfg.backend, cfg.device, cfg.task)
+    read_through(run.fine_tuned, layout)
+    metrics = evaluate_file(run, data, cfg.batch_size)
     text = json.dumps(metrics, indent=2)
     print(text)
     if out is None:

@@ -165,6 +165,24 @@ def choose_layout(
     )
 
 
+def data_in(preset: str | None, data: str, split: str) -> tuple[Layout | None, str]:
+    """`bertkit evaluate` / `predict --format PRESET`: the layout (a task's folder picks its preset too)
+    and the data file to read."""
+    layout = choose_layout(preset, data=data)
+    return layout, data if layout is None else str(locate(data, split, layout))
+
+
+def read_through(task, layout: Layout | None) -> None:
+    """Make a loaded classify or regression task read its data through `layout`."""
+    if layout is None:
+        return
+    if not hasattr(task, "layout") or layout.task != task.name:
+        raise BertkitError(
+            f"--format {layout.name} is data for task {layout.task}; this model was fine-tuned for {task.name}"
+        )
+    task.layout = layout
+
+
 def folder_layout(folder: Path) -> Layout | None:
     """The layout whose official folder name `folder` has (case aside; CLUE's `tnews_public` too)."""
     name = folder.resolve().name.lower().removesuffix("_public")
