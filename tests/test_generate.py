@@ -240,6 +240,9 @@ def test_a_tiny_model_learns_to_copy_and_reverse(letters, tmp_path, capsys, reve
             answer = client.post("/generate/copy", json=body)
             assert answer.status_code == 200, answer.text
             assert [g["generated"] for g in answer.json()["generated"]] == [d["target"] for d in dev]
+            inputs = {"inputs": [{"source": d["source"]} for d in dev[:3]]}
+            predicted = client.post("/predict/copy", json=inputs).json()["predictions"]
+            assert [p["generated"] for p in predicted] == [d["target"] for d in dev[:3]]
             missing = client.post("/generate/nope", json={"sources": ["a b"]})
             assert missing.status_code == 404 and "seq2seq tasks: copy" in missing.json()["error"]
             assert client.post("/generate/copy", json={"sources": ["a"], "num_beams": 0}).status_code == 422

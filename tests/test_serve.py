@@ -490,3 +490,62 @@ def test_web_page_in_headless_chromium(browser, encoder, runs, tmp_path):
         shot = tmp_path / "page.png"
         assert browser.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+class UpperEngine:
+    """A seq2seq stand-in: the target is the source in capitals."""
+
+    class task:  # what the server reads of a task: its name and input fields
+        name, inputs, optional_inputs = "seq2seq", ("source",), ()
+
+    def examples(self, inputs):
+        return inputs
+
+    def __call__(self, examples):
+        return [{"generated": e["source"].upper()} for e in examples]
+
+
+def test_web_page_shows_the_pretraining_heads_and_generation(browser, minilm_dir, tmp_path):
+    """fill-mask (the top tokens of each [MASK]), nsp (with the second text box) and seq2seq on the page,
+    each as the API answers it."""
+    import torch
+    from helpers import tiny_config
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from bertkit.checkpoint import save_model
+    from bertkit.model import BertForPreTraining
+    from bertkit.tokenizer import BertTokenizer
+
+    tokenizer = BertTokenizer.from_dir(minilm_dir)
+    torch.manual_seed(0)
+    pretrained = save_model(BertForPreTraining(tiny_config(tokenizer.vocab_size)), tmp_path / "pre", tokenizer)
+    predictors = {
+        "fill": PredictEngine(load_task(pretrained, device="cpu", task="fill-mask")),
+        "next": PredictEngine(load_task(pretrained, device="cpu", task="nsp")),
+        "upper": UpperEngine(),
+    }
+    text = "paris is the [MASK] of france."
+    with serving(create_app(None, predictors)) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "ready")
+        assert browser.find_element(By.ID, "second-box").is_displayed()
+        browser.find_element(By.ID, "text").send_keys(text)
+        browser.find_element(By.ID, "text-b").send_keys("it is a large city.")
+        browser.find_element(By.ID, "run").click()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
+        assert browser.find_element(By.ID, "error").text == ""
+
+        expected = httpx.post(f"{url}/predict/fill", json={"texts": [text]}).json()["predictions"][0]
+        fill = browser.find_element(By.CSS_SELECTOR, 'section[data-task="fill"]')
+        assert fill.find_element(By.CLASS_NAME, "filled").text == expected["filled"]
+        shown = [li.get_attribute("data-token") for li in fill.find_elements(By.CSS_SELECTOR, "ol.mask li")]
+        assert shown == [c["token"] for c in expected["masks"][0]["predictions"]]
+
+        pair = {"inputs": [{"text": text, "text_b": "it is a large city."}]}
+        nsp = httpx.post(f"{url}/predict/next", json=pair).json()["predictions"][0]
+        section = browser.find_element(By.CSS_SELECTOR, 'section[data-task="next"]')
+        assert section.find_element(By.CLASS_NAME, "label").text == nsp["label"]
+        generated = browser.find_element(By.CSS_SELECTOR, 'section[data-task="upper"] .generated')
+        assert generated.text == text.upper()

@@ -102,12 +102,15 @@ class PairInput(_Body):
     text_b: str | None = None
     question: str | None = None
     context: str | None = None
+    source: str | None = Field(None, description="seq2seq: the source text")
     id: str | None = None
 
 
 class PredictRequest(_Body):
     texts: list[str] | None = Field(None, description="classify / ner: one text per input")
-    inputs: list[PairInput] | None = Field(None, description='[{"text", "text_b"}] or qa: [{"question", "context"}]')
+    inputs: list[PairInput] | None = Field(
+        None, description='[{"text", "text_b"}], qa: [{"question", "context"}], seq2seq: [{"source"}]'
+    )
 
 
 class PredictResponse(BaseModel):

@@ -252,7 +252,7 @@ USAGE = {
     "/similarity": '{"pairs": [["a", "b"], ...]} or {"query": "q", "texts": ["a", ...]}',
     "/search": '{"query": "a text", "k": 10} or {"queries": ["a text", ...], "k": 10}',
     "/predict": '{"texts": ["a text", ...]} or {"inputs": [{"text": "a", "text_b": "b"}]} '
-    '(qa: {"inputs": [{"question": "q", "context": "c"}]})',
+    '(qa: {"inputs": [{"question": "q", "context": "c"}]}; seq2seq: {"inputs": [{"source": "s"}]})',
     "/generate": '{"sources": ["a text", ...], "strategy": "beam", "num_beams": 4, "max_new_tokens": 64}',
 }
 
