@@ -46,6 +46,7 @@ test-slow: fetch-test-data
 
 # The speed table against transformers (about 10 minutes on 2 cores): bench/results.md.
 bench: fetch-test-data
+	$(PIP) install -q -e '.[bench]'
 	$(PY) bench/speed.py
 
 clean:

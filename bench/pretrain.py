@@ -31,6 +31,7 @@ import torch
 SIZES = {  # name -> (layers, hidden, heads, intermediate)
     "minilm": (6, 384, 12, 1536),
     "tiny": (2, 128, 2, 512),
+    "base": (12, 768, 12, 3072),
 }
 BATCH, SEQ, MAX_PREDICTIONS = 32, 128, 20
 

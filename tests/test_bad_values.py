@@ -142,6 +142,7 @@ BAD_VALUES += [
     ("pretrain", "config-overrides.type-vocab-size", "0", "0", ">= 1"),
     ("pretrain", "config-overrides.initializer-range", "-1", "-1.0", "> 0"),
     ("export", "max-drop", "nan", "nan", ">= -100 and <= 100"),
+    ("export", "min-cosine", "1.5", "1.5", ">= 0 and <= 1"),
     ("benchmark", "seeds", "1,-1", "-1", ">= 0 and <= 4294967295"),
     ("benchmark", "budget", "0", "0.0", "> 0 and <= 1"),
     ("benchmark", "budget", "1.5", "1.5", "> 0 and <= 1"),

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 from bertkit.config import option, parse_args, required
+from bertkit.data.readers import read_texts
 from bertkit.export import FORMATS, QUANTIZE, export_dir
 from bertkit.fetch import resolve_data, resolve_model
 from bertkit.outputs import check_output_dir, replaced_dir
@@ -17,6 +18,18 @@ class ExportConfig:
     output: str = required("directory for model.onnx, the tokenizer files and export.json")
     format: str = option("onnx", "what to export to", choices=FORMATS)
     quantize: str | None = option(None, "also write model.int8.onnx (dynamic int8 quantisation)", choices=QUANTIZE)
+    calibration: str | None = option(
+        None,
+        "int8: real text like the model's input (data name or file; default: 1,000 MR dev sentences), half "
+        "for the fp32-fallback search, half held out for the gate",
+    )
+    min_cosine: float = option(
+        0.99,
+        "int8: the worst cosine to fp32 allowed on a held-out calibration text (sentence vectors; task "
+        "graphs: their outputs); MatMuls are kept in fp32 until it holds. 0 quantises every MatMul",
+        at_least=0,
+        at_most=1,
+    )
     dev: str | None = option(
         None,
         "fine-tuned models: dev data; with --quantize int8 the task metric is "
@@ -39,8 +52,16 @@ class ExportConfig:
 def main(argv: list[str]) -> int:
     cfg = parse_args(ExportConfig, argv, prog="bertkit export")
     model_dir = resolve_model(cfg.model)
-    out = check_output_dir(cfg.output, [model_dir] + ([resolve_data(cfg.dev, "dev")] if cfg.dev else []), cfg.overwrite)
+    inputs = [model_dir] + ([resolve_data(cfg.dev, "dev")] if cfg.dev else [])
+    calibration = None
+    if cfg.calibration is not None:
+        source = resolve_data(cfg.calibration, "train")
+        inputs.append(source)
+        calibration = read_texts(source)  # bad input stops here, before any export
+    out = check_output_dir(cfg.output, inputs, cfg.overwrite)
     with replaced_dir(out) as tmp:  # a failed or refused export leaves --output as it was
-        report = export_dir(model_dir, tmp, cfg.format, cfg.quantize, cfg.dev, cfg.force, cfg.max_drop)
+        report = export_dir(
+            model_dir, tmp, cfg.format, cfg.quantize, cfg.dev, cfg.force, cfg.max_drop, calibration, cfg.min_cosine
+        )
     print(json.dumps(report, indent=2))
     return 0

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -21,8 +22,8 @@ from bertkit.checkpoint import atomic_write_text, read_state_dict
 from bertkit.data.collate import pad
 from bertkit.data.samples import sample_texts
 from bertkit.errors import BertkitError
-from bertkit.export.onnx import export_onnx, parity
-from bertkit.export.quantize import check_drop, quantize_int8
+from bertkit.export.onnx import export_onnx, flat_outputs, output_names, parity, per_sequence
+from bertkit.export.quantize import check_drop, cosine_summary, per_token_scaling, quantize_int8, search_int8
 from bertkit.fetch import resolve_model
 from bertkit.inference import Loaded, evaluate_file, load
 from bertkit.model import config_of
@@ -87,8 +88,15 @@ def export_dir(
     dev: str | None = None,
     force: bool = False,
     max_drop: float = 1.0,
+    calibration: list[str] | None = None,
+    min_cosine: float = 0.99,
 ) -> dict:
-    """Export, self-check and optionally quantise; returns (and writes as export.json) the report."""
+    """Export, self-check and optionally quantise; returns (and writes as export.json) the report.
+
+    int8: `calibration` texts (default: 1,000 MR dev sentences, `sample_texts`) are split in two; the search
+    keeps MatMuls in fp32 until the worst cosine to fp32 on the first half reaches `min_cosine`, and the
+    export is refused (unless `force`) when the second, held-out half's worst case misses it.
+    """
     if fmt not in FORMATS:
         raise BertkitError(f"unknown export format `{fmt}`: bertkit exports {', '.join(FORMATS)}")
     if quantize is not None and quantize not in QUANTIZE:
@@ -133,9 +141,11 @@ def export_dir(
     )
     if quantize == "int8":
         int8_path = out / "model.int8.onnx"
-        with atomic_path(int8_path) as tmp:  # kept only when it passes the gate
-            quantize_int8(out / "model.onnx", tmp)
-            report["int8"] = parity(torch_model, OnnxModel(tmp, spin=False), batches)
+        with atomic_path(int8_path) as tmp:  # kept only when it passes the gates
+            report["int8"] = _int8(
+                torch_model, out / "model.onnx", tmp, tokenizer, max_length, calibration, min_cosine, force
+            )
+            report["int8"].update(parity(torch_model, OnnxModel(tmp, spin=False), batches))
             log.info(
                 "model.int8.onnx vs PyTorch: max abs diff %.2e, worst cosine %.6f",
                 report["int8"]["max_abs_diff"],
@@ -147,6 +157,72 @@ def export_dir(
                 )
     atomic_write_text(out / "export.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+def example_vectors(model, batches: list[tuple[torch.Tensor, ...]], names: tuple[str, ...], whole: set[str]) -> list:
+    """One float64 vector per example: a plain encoder's mean-pooled last layer (its sentence vector);
+    for a task graph, all its outputs at the real tokens, flattened (as `parity` compares them)."""
+    rows = []
+    for ids, mask, types in batches:
+        outs = flat_outputs(model(ids, mask, types))
+        for row in range(ids.shape[0]):
+            real = mask[row].bool()
+            if names[0] == "last_hidden_state":
+                rows.append(outs[0][row][real].double().mean(0).numpy())
+                continue
+            parts = [(t[row] if n in whole else t[row][real]).flatten() for n, t in zip(names, outs)]
+            rows.append(torch.cat(parts).double().numpy())
+    return rows
+
+
+def _cosines(a: list, b: list) -> np.ndarray:
+    return np.array([float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-12)) for x, y in zip(a, b)])
+
+
+def _int8(torch_model, fp32: Path, dst: Path, tokenizer, max_length, calibration, min_cosine, force) -> dict:
+    """Per-token scaling, the fp32-fallback search on half the calibration text, the held-out gate."""
+    texts = [t for t in (calibration or sample_texts(1000)) if t.strip()]
+    if len(texts) < 2:
+        raise BertkitError("--calibration needs at least 2 non-empty texts (a few hundred real sentences is typical)")
+    names, whole = output_names(torch_model), per_sequence(torch_model)
+    halves = [sorted(texts[i::2], key=len) for i in (0, 1)]  # sorted: batches of like lengths, little padding
+    batches = [sample_batches(tokenizer, half, max_length, 16)[:-1] for half in halves]
+    reference = [example_vectors(OnnxModel(fp32, spin=False), b, names, whole) for b in batches]
+
+    def cosines(path: Path, half: int = 0) -> np.ndarray:
+        return _cosines(example_vectors(OnnxModel(path, spin=False), batches[half], names, whole), reference[half])
+
+    scaled = dst.with_name(dst.name + ".scaled.onnx")
+    try:
+        per_token_scaling(fp32, scaled)
+        # The search aims past the bound (half the allowed loss kept back): the worst held-out
+        # text is usually a little worse than the worst text searched.
+        record = search_int8(scaled, dst, cosines, 1 - (1 - min_cosine) / 2 if min_cosine > 0 else 0.0)
+        record["min_cosine"] = min_cosine
+    finally:
+        scaled.unlink(missing_ok=True)
+    held_out = cosines(dst, 1)
+    record["calibration"], record["held_out"] = cosine_summary(cosines(dst, 0)), cosine_summary(held_out)
+    held = record["held_out"]
+    log.info(
+        "model.int8.onnx, cosine to fp32 on %d held-out calibration texts: mean %.4f, p1 %.4f, worst %.4f "
+        "(%d MatMul(s) kept in fp32)",
+        held["examples"],
+        held["mean"],
+        held["p1"],
+        held["worst"],
+        len(record["kept_fp32"]),
+    )
+    if held_out.min() < min_cosine:
+        message = (
+            f"int8: the worst held-out calibration text keeps cosine {held_out.min():.6f} to fp32, below "
+            f"--min-cosine {min_cosine:g} (the search met it on the other half). Give more calibration "
+            "text like the model's real input (--calibration), lower --min-cosine, or pass --force"
+        )
+        if not force:
+            raise BertkitError(message)
+        log.warning("%s; --force given: writing it anyway", message)
+    return record
 
 
 def dev_metric(task, model, tokenizer, max_length: int, dev: str) -> float:

@@ -104,7 +104,7 @@ def export_onnx(model: nn.Module, path: str | Path, pad_id: int = 0, opset: int 
     return names
 
 
-def _flat(out) -> list[torch.Tensor]:
+def flat_outputs(out) -> list[torch.Tensor]:
     if isinstance(out, BertOutput):
         return [t for t in (out.last_hidden_state, out.pooler_output) if t is not None]
     return list(out) if isinstance(out, tuple) else [out]
@@ -122,7 +122,7 @@ def parity(model: nn.Module, onnx_model: OnnxModel, batches: list[tuple[torch.Te
     names, whole = output_names(model), per_sequence(model)
     worst_diff, worst_cos = 0.0, 1.0
     for ids, mask, types in batches:
-        ours, theirs = _flat(model(ids, mask, types)), _flat(onnx_model(ids, mask, types))
+        ours, theirs = flat_outputs(model(ids, mask, types)), flat_outputs(onnx_model(ids, mask, types))
         for row in range(ids.shape[0]):
             real = mask[row].bool()
             a, b = (
