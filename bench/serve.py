@@ -339,7 +339,36 @@ def big_phase(model_dir: str, texts: list[str], seconds: float, n_big: int, char
     print(latency_line("while the big request runs", during), flush=True)
 
 
-PHASES = ("load", "faults", "big")
+def offline_phase(model_dir: str, texts: list[str], seconds: float, clients: int = 50) -> None:
+    """The server against the model's own speed: `Encoder.encode` in this process on the same text mix
+    (drawn as the clients draw it, in batches of the server's --max-batch 64), then `bertkit serve` with
+    `clients` clients; the server's texts/s as a share of the offline rate, and its p99 against the time
+    of one full batch."""
+    from bertkit import Encoder
+
+    rng = random.Random(0)
+    stream = [rng.choice(texts) for _ in range(2000)]
+    encoder = Encoder(model_dir, batch_size=32)
+    encoder.encode(stream[:64])
+    start = time.perf_counter()
+    for i in range(0, len(stream), 64):
+        encoder.encode(stream[i:i + 64])
+    offline = len(stream) / (time.perf_counter() - start)
+    full_batch_ms = 64 / offline * 1000
+    del encoder
+    print(f"
+server against offline (torch): Encoder.encode on {len(stream)} texts of the same mix, batches of 64: "
+          f"{offline:.1f} texts/s ({full_batch_ms:.0f} ms a full batch)")
+    proc, url = start("bertkit", model_dir, [])
+    try:
+        r = asyncio.run(phase(url, clients, seconds, texts))
+    finally:
+        stop(proc)
+    print(f"bertkit serve, {clients} clients: {r['requests/s']:.1f} texts/s = **{100 * r['requests/s'] / offline:.0f}% "
+          f"of offline**; p99 {r['p99_ms']:.0f} ms = **{r['p99_ms'] / full_batch_ms:.1f}x one full batch**", flush=True)
+
+
+PHASES = ("load", "offline", "faults", "big")
 
 
 def main() -> None:
@@ -367,6 +396,8 @@ def main() -> None:
           f"client and servers on one machine\n")
     if "load" in phases:
         load_phase(model_dir, texts, [int(n) for n in args.clients.split(",")], args.duration)
+    if "offline" in phases:
+        offline_phase(model_dir, texts, args.duration)
     if "faults" in phases:
         fault_phases(model_dir, texts, args.duration)
     if "big" in phases:
