@@ -44,10 +44,12 @@ test: lint fetch-test-data tf-env
 test-slow: fetch-test-data
 	$(PY) -m pytest -q -m slow
 
-# The speed table against transformers (about 10 minutes on 2 cores): bench/results.md.
+# The speed table against transformers and CTranslate2 (about 15 minutes on 2 cores): bench/results.md;
+# then a whole MR epoch against transformers' Trainer (about 10 minutes), printed.
 bench: fetch-test-data
 	$(PIP) install -q -e '.[bench]'
 	$(PY) bench/speed.py
+	$(PY) bench/epoch.py
 
 clean:
 	rm -rf .venv .venv-tf build src/*.egg-info

@@ -54,7 +54,7 @@ def run_trainer(out: str, group_by_length: bool) -> dict:
     model = transformers.AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     options = dict(output_dir=out, per_device_train_batch_size=RECIPE["batch_size"],
                    per_device_eval_batch_size=RECIPE["batch_size"], learning_rate=RECIPE["lr"],
-                   warmup_ratio=RECIPE["warmup"], num_train_epochs=1, seed=RECIPE["seed"], save_strategy="no",
+                   warmup_steps=RECIPE["warmup"], num_train_epochs=1, seed=RECIPE["seed"], save_strategy="no",
                    report_to=[], logging_strategy="no", disable_tqdm=True)
     if group_by_length:
         options["group_by_length"] = True

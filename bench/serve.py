@@ -350,14 +350,13 @@ def offline_phase(model_dir: str, texts: list[str], seconds: float, clients: int
     stream = [rng.choice(texts) for _ in range(2000)]
     encoder = Encoder(model_dir, batch_size=32)
     encoder.encode(stream[:64])
-    start = time.perf_counter()
+    began = time.perf_counter()
     for i in range(0, len(stream), 64):
         encoder.encode(stream[i:i + 64])
-    offline = len(stream) / (time.perf_counter() - start)
+    offline = len(stream) / (time.perf_counter() - began)
     full_batch_ms = 64 / offline * 1000
     del encoder
-    print(f"
-server against offline (torch): Encoder.encode on {len(stream)} texts of the same mix, batches of 64: "
+    print(f"\nserver against offline (torch): Encoder.encode on {len(stream)} texts of the same mix, batches of 64: "
           f"{offline:.1f} texts/s ({full_batch_ms:.0f} ms a full batch)")
     proc, url = start("bertkit", model_dir, [])
     try:
