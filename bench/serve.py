@@ -361,9 +361,10 @@ def offline_phase(model_dir: str, texts: list[str], seconds: float, clients: int
     proc, url = start("bertkit", model_dir, [])
     try:
         r = asyncio.run(phase(url, clients, seconds, texts))
+        batch = metric(url, "bertkit_batch_size_sum") / max(1.0, metric(url, "bertkit_batch_size_count"))
     finally:
         stop(proc)
-    print(f"bertkit serve, {clients} clients: {r['requests/s']:.1f} texts/s = **{100 * r['requests/s'] / offline:.0f}% "
+    print(f"bertkit serve, {clients} clients (mean batch {batch:.1f} texts): {r['requests/s']:.1f} texts/s = **{100 * r['requests/s'] / offline:.0f}% "
           f"of offline**; p99 {r['p99_ms']:.0f} ms = **{r['p99_ms'] / full_batch_ms:.1f}x one full batch**", flush=True)
 
 
