@@ -163,4 +163,13 @@ def test_the_server_serves_the_pretraining_heads(en_pretrained, tmp_path, capsys
         pair = {"inputs": [{"text": "the cat sat down.", "text_b": "it was tired."}]}
         assert client.post("/predict/next", json=pair).json()["predictions"][0]["label"] in ("is_next", "not_next")
         assert client.post("/predict/next", json={"texts": ["one sentence"]}).status_code == 422
+        # /fill-mask and /nsp name the kind: the one task of that kind answers, as /predict/NAME does
+        assert client.post("/fill-mask", json={"texts": [text]}).json()["predictions"][0] == answer
+        assert client.post("/nsp", json=pair).json()["predictions"][0]["label"] in ("is_next", "not_next")
+    with TestClient(create_app(None, {"fill": engines["fill"]})) as client:
+        missing = client.post("/nsp", json=pair)
+        assert missing.status_code == 404 and "--task NAME=nsp:DIR" in missing.text
+    with TestClient(create_app(None, {"a": engines["fill"], "b": engines["fill"]})) as client:
+        both = client.post("/fill-mask", json={"texts": [text]})
+        assert both.status_code == 422 and "/predict/NAME" in both.text
     capsys.readouterr()

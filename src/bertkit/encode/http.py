@@ -22,7 +22,18 @@ class CountRequests:
     def __init__(self, app, metrics: Metrics):
         self.app, self.metrics = app, metrics
 
-    ENDPOINTS = ("/encode", "/similarity", "/search", "/health", "/metrics", "/v1/embeddings", "/v1/models", "/embed")
+    ENDPOINTS = (
+        "/encode",
+        "/similarity",
+        "/search",
+        "/health",
+        "/metrics",
+        "/v1/embeddings",
+        "/v1/models",
+        "/embed",
+        "/fill-mask",
+        "/nsp",
+    )
 
     @classmethod
     def endpoint(cls, path: str) -> str:

@@ -259,6 +259,7 @@ USAGE = {
 
 def _usage(path: str) -> str:
     key = next((k for k in ("/predict", "/generate") if path.startswith(k)), path)
+    key = "/predict" if key in ("/fill-mask", "/nsp") else key
     return USAGE.get(key, "")
 
 
@@ -640,6 +641,25 @@ def create_app(
             return index.hits(*index.search(vectors, body.k, exact=body.exact))
 
         return {"results": results(queries, await asyncio.to_thread(find))}
+
+    def only_task_of(kind: str) -> str:
+        """The one loaded task of this kind (fill-mask, nsp), for the paths that name the kind, not the task."""
+        names = [n for n, q in predictors.items() if q.task.name == kind]
+        if not names:
+            raise ApiError(404, f"no {kind} task is loaded: start the server with --task NAME={kind}:DIR")
+        if len(names) > 1:
+            raise ApiError(422, f"{len(names)} {kind} tasks are loaded ({', '.join(names)}): use /predict/NAME")
+        return names[0]
+
+    @app.post("/fill-mask", response_model=PredictResponse, responses=ERRORS)
+    async def fill_mask(body: PredictRequest, request: Request):
+        """The top tokens of each [MASK], from the one fill-mask task loaded (as /predict/NAME)."""
+        return await predict(only_task_of("fill-mask"), body, request)
+
+    @app.post("/nsp", response_model=PredictResponse, responses=ERRORS)
+    async def nsp(body: PredictRequest, request: Request):
+        """is_next / not_next for sentence pairs, from the one nsp task loaded (as /predict/NAME)."""
+        return await predict(only_task_of("nsp"), body, request)
 
     @app.post("/predict/{task}", response_model=PredictResponse, responses=ERRORS)
     async def predict(task: str, body: PredictRequest, request: Request):
