@@ -153,6 +153,7 @@ def test_minilm_sentence_vectors_fp32_and_int8(minilm_dir, minilm_onnx, mr_dir):
     assert cos_int8.mean() >= 0.995 and cos_int8.min() >= 0.99
     report = json.loads((minilm_onnx / "export.json").read_text())["int8"]
     assert report["held_out"]["worst"] >= 0.99 and report["held_out"]["examples"] == 500
+    assert report["per_token"] and report["plain_int8_worst"] < report["search_target"]  # plain int8 misses it
     # The published vector of the model card's sentence, through the exported graph.
     v = Encoder(minilm_onnx, backend="onnx").encode(["This is an example sentence"])[0]
     assert round(float(v[0]), 4) == 0.0677 and round(float(v[1]), 4) == 0.0635
@@ -275,6 +276,18 @@ def test_int8_held_out_gate_refuses_unless_forced(tiny_classify, tmp_path, capsy
     report = json.loads((tmp_path / "b" / "export.json").read_text())["int8"]
     assert report["held_out"]["examples"] == 6 and report["calibration"]["examples"] == 6
     assert set(report["held_out"]) >= {"mean", "p1", "p5", "worst"}
+    assert report["per_token"] and "ReduceMax" in _ops(tmp_path / "b" / "model.int8.onnx")
+    # No bound: plain dynamic int8, the fastest graph, without the per-token operators.
+    assert cli(args[:-1] + ["0", "--output", str(tmp_path / "c")]) == 0
+    report = json.loads((tmp_path / "c" / "export.json").read_text())["int8"]
+    assert not report["per_token"] and report["kept_fp32"] == []
+    assert "ReduceMax" not in _ops(tmp_path / "c" / "model.int8.onnx")
+
+
+def _ops(path) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
 
 
 def test_drop_is_counted_in_points_of_the_tasks_scale():

@@ -26,7 +26,8 @@ class ExportConfig:
     min_cosine: float = option(
         0.99,
         "int8: the worst cosine to fp32 allowed on a held-out calibration text (sentence vectors; task "
-        "graphs: their outputs); MatMuls are kept in fp32 until it holds. 0 quantises every MatMul",
+        "graphs: their outputs): plain int8 if it holds, else per-token scaling and MatMuls kept in fp32 "
+        "until it holds. 0: plain int8, no bound",
         at_least=0,
         at_most=1,
     )
