@@ -5,7 +5,7 @@ BERTKIT := .venv/bin/bertkit
 # Data the tests read (every name: ~190 MB of downloads, once): fetched into $$BERTKIT_HOME (default ~/.cache/bertkit), sha256-checked.
 TEST_DATA := --all
 
-.PHONY: setup demo test test-slow lint bench fetch-test-data tf-env clean
+.PHONY: setup demo test test-slow lint bench fetch-test-data tf-env optimum-env clean
 
 setup: .venv/.installed
 
@@ -44,12 +44,22 @@ test: lint fetch-test-data tf-env
 test-slow: fetch-test-data
 	$(PY) -m pytest -q -m slow
 
-# The speed table against transformers and CTranslate2 (about 15 minutes on 2 cores): bench/results.md;
-# then a whole MR epoch against transformers' Trainer (about 10 minutes), printed.
-bench: fetch-test-data
+# optimum's ONNX Runtime models for bench/speed.py's peer rows, in their own environment: optimum-onnx
+# pins transformers < 4.58, older than the tests'. Where it cannot be installed those rows are left out.
+optimum-env: .venv-optimum/.installed
+
+.venv-optimum/.installed:
+	python3 -m venv .venv-optimum
+	.venv-optimum/bin/pip install -q torch==2.13.0 && \
+		.venv-optimum/bin/pip install -q 'optimum-onnx[onnxruntime]==0.1.0' && touch $@ || \
+		echo "optimum-onnx could not be installed: bench/speed.py leaves out optimum's rows"
+
+# The speed table against transformers, CTranslate2 and optimum (about 15 minutes on 2 cores):
+# bench/results.md; then a whole MR epoch against transformers' Trainer (about 10 minutes), printed.
+bench: fetch-test-data optimum-env
 	$(PIP) install -q -e '.[bench]'
 	$(PY) bench/speed.py
 	$(PY) bench/epoch.py
 
 clean:
-	rm -rf .venv .venv-tf build src/*.egg-info
+	rm -rf .venv .venv-tf .venv-optimum build src/*.egg-info

@@ -59,6 +59,29 @@ def onnx_dir() -> Path:
     return d
 
 
+def versus(precision: str, ours_side: str, ours_dir: str, peers: list[tuple[str, str]], model_dir: str, n: int,
+           rounds: int, tmp: Path) -> list[str]:
+    """Bullet lines: bertkit's `ours_side` against each peer side, measured in alternating rounds."""
+    reference = tmp / "h2h-reference.npy"
+    run("encode", "transformers", model_dir, str(n), str(reference))
+    rates: dict[str, list[float]] = {}
+    worst: dict[str, float] = {}
+    for _ in range(rounds):
+        for side, directory in [(ours_side, ours_dir)] + [(side, model_dir) for _, side in peers]:
+            out = tmp / f"h2h-{side}.npy"
+            rates.setdefault(side, []).append(run("encode", side, directory, str(n), str(out))["rate"])
+            worst[side] = float((np.load(reference) * np.load(out)).sum(1).min())
+    lines = []
+    for name, side in peers:
+        ratio = float(np.median([a / b for a, b in zip(rates[ours_side], rates[side])]))
+        lines.append(f"- {precision}, against {name}: **{ratio:.2f}x its speed** ({'ahead' if ratio > 1 else 'behind'}; "
+                     f"rounds {', '.join(f'{a:.0f}/{b:.0f}' for a, b in zip(rates[ours_side], rates[side]))} "
+                     f"sentences/s); worst cosine {worst[ours_side]:.4f} vs {worst[side]:.4f} "
+                     f"({'ahead' if worst[ours_side] > worst[side] else 'level' if worst[ours_side] == worst[side] else 'behind'})")
+        print(lines[-1], file=sys.stderr)
+    return lines
+
+
 # ---- workers: one measurement each, in a fresh process ----
 
 def ct2_dir(model_dir: str, quantization: str) -> Path:
@@ -230,8 +253,18 @@ def worker(args: list[str]) -> dict:
     return work_flops(rest[0])
 
 
+OPTIMUM_PY = ROOT / ".venv-optimum" / "bin" / "python"
+
+
 def run(*args: str) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True, text=True)
+    if args[0] == "encode" and args[1].startswith("optimum-"):  # its own environment: bench/optimum_peer.py
+        texts = Path(args[4]).with_suffix(".json")
+        texts.write_text(json.dumps(load_sentences(int(args[3]))))
+        command = [str(OPTIMUM_PY), str(ROOT / "bench" / "optimum_peer.py"), "--model", args[2], "--texts",
+                   str(texts), "--quantize", args[1].removeprefix("optimum-"), "--out", args[4]]
+    else:
+        command = [sys.executable, __file__, "--worker", *args]
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"worker {args} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -241,6 +274,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="MR sentences per encoding row (BERT-base: a quarter)")
     ap.add_argument("--steps", type=int, default=8, help="timed fine-tuning steps")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the head-to-head comparisons")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -269,6 +303,18 @@ def main() -> None:
         encode_row("encode, MiniLM ONNX int8", "bertkit-onnx-int8", onnx, minilm, args.n)
         encode_row("peer: CTranslate2 fp32, MiniLM", "ctranslate2-float32", minilm, minilm, args.n)
         encode_row("peer: CTranslate2 int8, MiniLM", "ctranslate2-int8", minilm, minilm, args.n)
+        if OPTIMUM_PY.is_file():
+            encode_row("peer: optimum ONNX Runtime fp32, MiniLM", "optimum-none", minilm, minilm, args.n)
+            encode_row("peer: optimum ONNX Runtime int8, MiniLM", "optimum-int8", minilm, minilm, args.n)
+        else:
+            print(f"no {OPTIMUM_PY}: `make optimum-env` adds optimum's rows", file=sys.stderr)
+        head_to_head = []
+        for precision, ours_side, peers in (
+            ("fp32", "bertkit-onnx", [("CTranslate2", "ctranslate2-float32"), ("optimum", "optimum-none")]),
+            ("int8", "bertkit-onnx-int8", [("CTranslate2", "ctranslate2-int8"), ("optimum", "optimum-int8")]),
+        ):
+            peers = [(name, side) for name, side in peers if OPTIMUM_PY.is_file() or name != "optimum"]
+            head_to_head += versus(precision, ours_side, onnx, peers, minilm, args.n, args.rounds, tmp)
         encode_row("encode, BERT-base shape fp32", "bertkit", base, base, args.n // 4)
         for label, model_dir in (("fine-tune step, MiniLM", minilm), ("fine-tune step, BERT-base shape", base)):
             ours, theirs = run("finetune", "bertkit", model_dir, str(args.steps)), \
@@ -303,12 +349,11 @@ def main() -> None:
               "", f"int8 against fp32 at the GEMM level (onnxruntime, MiniLM's feed-forward shape [800 x 384] x "
                   f"[384 x 1536]): {gemm8['int8']:.1f} vs {gemm8['fp32']:.1f} GFLOP/s, **{gemm8['speedup']:.2f}x**; "
                   f"int8 dot-product instructions on this CPU: {gemm8['vnni']}."]
-    by = {label: ours for label, ours, _, _ in rows}
-    a, b = by["encode, MiniLM ONNX int8"], by["peer: CTranslate2 int8, MiniLM"]
-    lines += ["", f"int8 against CTranslate2 int8, same sentences and sorting: {a['rate'] / b['rate']:.2f}x its speed "
-                  f"({'ahead' if a['rate'] > b['rate'] else 'behind'}); worst cosine {a['cosine'].min():.4f} vs "
-                  f"{b['cosine'].min():.4f} ({'ahead' if a['cosine'].min() > b['cosine'].min() else 'behind'}). "
-                  "Peer rows: the peer's speed in the bertkit column."]
+    lines += ["", "Peer rows: the peer's speed in the bertkit column, transformers fp32 in its own.", "",
+              f"Head to head, bertkit's ONNX graphs against the peers at the same precision, {args.rounds} "
+              f"alternating rounds on the same {args.n} sentences (one process per measurement; speed as the median "
+              "of the per-round ratios, since this machine's speed drifts between rounds; worst cosine to "
+              "transformers fp32):", ""] + head_to_head
     text = "\n".join(lines) + "\n"
     write_section(Path(args.out), text)
     print(text)
