@@ -54,7 +54,7 @@ optimum-env: .venv-optimum/.installed
 		.venv-optimum/bin/pip install -q 'optimum-onnx[onnxruntime]==0.1.0' && touch $@ || \
 		echo "optimum-onnx could not be installed: bench/speed.py leaves out optimum's rows"
 
-# The speed table against transformers, CTranslate2 and optimum (about 15 minutes on 2 cores):
+# The speed table against transformers, CTranslate2 and optimum (about 22 minutes on 2 cores):
 # bench/results.md; then a whole MR epoch against transformers' Trainer (about 10 minutes), printed.
 bench: fetch-test-data optimum-env
 	$(PIP) install -q -e '.[bench]'

@@ -1,10 +1,12 @@
 """The speed table (`make bench`): bertkit and transformers side by side, each measurement in its own
 process, on the same real MR sentences and the same weights; a Markdown table of ratios.
 
-    .venv/bin/python bench/speed.py [--n 2000] [--out bench/results.md]
+    .venv/bin/python bench/speed.py [--n 2000] [--rounds 3] [--out bench/results.md]
 
 Rows: sentence encoding with MiniLM (bertkit fp32 / ONNX fp32 / ONNX int8, each against transformers
-fp32) and with a BERT-base-shaped random model; one fine-tuning step (classification, AdamW) and
+fp32), the peers CTranslate2 and optimum's ONNX Runtime models (optimum from .venv-optimum, `make
+optimum-env`) at fp32 and int8 with a head-to-head comparison in alternating rounds, and encoding
+with a BERT-base-shaped random model; one fine-tuning step (classification, AdamW) and
 one pretraining step (MLM + NSP, bench/pretrain.py); peak memory growth of each. Then the achieved
 GFLOP/s of BERT-base inference (batch 32 x 128 tokens, bertkit fp32) against a GEMM measured in
 the same run on the same machine (torch.mm of BERT-base's feed-forward shape), and what int8 gains
@@ -72,6 +74,7 @@ def versus(precision: str, ours_side: str, ours_dir: str, peers: list[tuple[str,
             rates.setdefault(side, []).append(run("encode", side, directory, str(n), str(out))["rate"])
             worst[side] = float((np.load(reference) * np.load(out)).sum(1).min())
     lines = []
+    worst = {side: round(w, 4) for side, w in worst.items()}  # as printed: equal there is level
     for name, side in peers:
         ratio = float(np.median([a / b for a, b in zip(rates[ours_side], rates[side])]))
         lines.append(f"- {precision}, against {name}: **{ratio:.2f}x its speed** ({'ahead' if ratio > 1 else 'behind'}; "
