@@ -199,21 +199,22 @@ def _int8(torch_model, fp32: Path, dst: Path, tokenizer, max_length, calibration
     # Plain dynamic int8 first: the fastest graph (per-token scaling costs 15-20% of its speed), kept
     # when it meets the bound already.
     quantize_int8(fp32, dst)
-    plain = float(cosines(dst).min())
-    if plain >= target:
-        record: dict = {"search_target": round(target, 6), "per_token": False, "plain_int8_worst": round(plain, 5)}
-        record.update(all_int8_worst=round(plain, 5), kept_fp32=[])
-    else:
+    calibration_cos = cosines(dst)
+    plain = round(float(calibration_cos.min()), 5)
+    record: dict = {"per_token": bool(calibration_cos.min() < target), "plain_int8_worst": plain}
+    if record["per_token"]:
         scaled = dst.with_name(dst.name + ".scaled.onnx")
         try:
             per_token_scaling(fp32, scaled)
-            record = {"per_token": True, "plain_int8_worst": round(plain, 5)}
             record.update(search_int8(scaled, dst, cosines, target))
         finally:
             scaled.unlink(missing_ok=True)
+        calibration_cos = cosines(dst)  # the graph the search ended with
+    else:
+        record.update(search_target=round(target, 6), all_int8_worst=plain, kept_fp32=[])
     record["min_cosine"] = min_cosine
     held_out = cosines(dst, 1)
-    record["calibration"], record["held_out"] = cosine_summary(cosines(dst, 0)), cosine_summary(held_out)
+    record["calibration"], record["held_out"] = cosine_summary(calibration_cos), cosine_summary(held_out)
     held = record["held_out"]
     log.info(
         "model.int8.onnx, cosine to fp32 on %d held-out calibration texts: mean %.4f, p1 %.4f, worst %.4f "
